@@ -1,0 +1,1 @@
+"""The workspace service: runs, model registry, images, deployments (see DESIGN.md)."""

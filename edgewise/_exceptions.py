@@ -1,0 +1,9 @@
+"""The root of every error edgewise raises.
+
+EdgewiseError
+ └─ ScoringError (edgewise.runtime.scoring)   protocol-visible inference errors, with a status
+"""
+
+
+class EdgewiseError(Exception):
+    """Base class: catch this to handle any failure edgewise reports."""

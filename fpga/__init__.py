@@ -1,0 +1,1 @@
+"""ONNX to Amaranth HDL, simulation and bitstreams (see DESIGN.md)."""

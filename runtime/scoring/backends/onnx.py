@@ -1,0 +1,74 @@
+"""onnxruntime as a backend: metadata from the ONNX graph, names mapped as the model config says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from edgewise.runtime.scoring.backends.base import Backend
+from edgewise.runtime.scoring.datatypes import ONNX_TYPES
+from edgewise.runtime.scoring.errors import InferenceFailedError, InvalidInputError, ModelLoadError
+from edgewise.runtime.scoring.types import TensorSpec
+
+
+def _dims(shape: list[int | str | None]) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
+
+
+def _spec(arg: ort.NodeArg, served: str, what: str, path: Path) -> TensorSpec:
+    try:
+        datatype = ONNX_TYPES[arg.type]
+    except KeyError:
+        raise ModelLoadError(f"{path}: {what} {arg.name!r} has type {arg.type}, which is not served") from None
+    return TensorSpec(served, datatype, _dims(arg.shape))
+
+
+class OnnxBackend(Backend):
+    platform = "onnxruntime_onnx"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        input_names: dict[str, str] | None = None,
+        output_names: dict[str, str] | None = None,
+        intra_op_threads: int = 0,
+    ) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
+            raise ModelLoadError(f"cannot load {path}: {exc}") from exc
+        in_map = input_names or {}
+        out_map = output_names or {}
+        graph_inputs = self._session.get_inputs()
+        graph_outputs = self._session.get_outputs()
+        self._inputs = tuple(_spec(a, in_map.get(a.name, a.name), "input", path) for a in graph_inputs)
+        self._outputs = tuple(_spec(a, out_map.get(a.name, a.name), "output", path) for a in graph_outputs)
+        self._to_graph = {spec.name: arg.name for spec, arg in zip(self._inputs, graph_inputs, strict=True)}
+        self._from_graph = [spec.name for spec in self._outputs]
+        self._graph_output = {spec.name: arg.name for spec, arg in zip(self._outputs, graph_outputs, strict=True)}
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
+
+    def predict(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        names = outputs or self._from_graph
+        feed = {self._to_graph[name]: array for name, array in inputs.items()}
+        try:
+            results = self._session.run([self._graph_output[n] for n in names], feed)
+        except (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ValueError) as exc:
+            raise InvalidInputError(f"the model rejected the input: {exc}") from exc
+        except Exception as exc:
+            raise InferenceFailedError(f"inference failed: {exc}") from exc
+        return dict(zip(names, results, strict=True))

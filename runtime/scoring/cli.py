@@ -1,0 +1,58 @@
+"""`edgewise-score`: serve a model repository over KServe v2 gRPC and REST."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from edgewise.runtime.scoring.settings import ServerSettings
+
+
+def parse_args(argv: list[str] | None = None) -> ServerSettings:
+    parser = argparse.ArgumentParser(prog="edgewise-score", description=__doc__)
+    parser.add_argument("--model-repository", type=Path, required=True, help="DIR/{model}/{version}/model.onnx")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--metrics", action="store_true", help="record Prometheus metrics, served at /metrics")
+    parser.add_argument(
+        "--repository-poll-secs", type=float, default=2.0,
+        help="seconds between scans for new, changed or removed versions (0: scan once)",
+    )
+    parser.add_argument(
+        "--strict-readiness", action="store_true", help="server is ready only when every model is ready"
+    )
+    parser.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
+    parser.add_argument("--intra-op-threads", type=int, default=0, help="onnxruntime threads (0: auto)")
+    parser.add_argument("--log-level", default="info")
+    opts = parser.parse_args(argv)
+    logging.basicConfig(
+        level=opts.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if not opts.model_repository.is_dir():
+        parser.error(f"model repository {opts.model_repository} is not a directory")
+    return ServerSettings(
+        model_repository=opts.model_repository,
+        host=opts.host,
+        grpc_port=opts.grpc_port,
+        http_port=opts.http_port,
+        metrics=opts.metrics,
+        poll_interval=opts.repository_poll_secs,
+        strict_readiness=opts.strict_readiness,
+        max_message_bytes=opts.max_message_bytes,
+        intra_op_threads=opts.intra_op_threads,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    from edgewise.runtime.scoring.server import run_server
+
+    settings = parse_args(argv)
+    asyncio.run(run_server(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Simulated device fleets and network faults for tests and benchmarks (see DESIGN.md)."""
