@@ -2,13 +2,15 @@
 
 The dynamic batcher never makes a lone request wait: a request joins the queue and the queue is drained
 on the next turn of the event loop, so requests that arrived together (concurrent clients) are merged
-into one backend call, while one request in flight costs a single loop turn. `max_queue_delay_us` lets a
-batch wait longer for company, as Triton's option of the same name does.
+into one backend call, while one request in flight costs a single loop turn. While a merged batch runs on
+the batcher's thread, new requests queue up and form the next batch. `max_queue_delay_us` lets a batch
+wait longer for company, as Triton's option of the same name does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -45,6 +47,13 @@ class _Pending:
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
 
 
+@dataclass(slots=True)
+class _Outcome:
+    parts: list[Tensors] | None
+    error: ScoringError | None
+    times: tuple[int, int, int]  # ns spent merging inputs, in the backend, splitting outputs
+
+
 def _batch_key(inputs: Tensors, outputs: list[str]) -> tuple[object, ...]:
     """Requests merge only when every input agrees in dtype and in all but the batch dimension."""
     return (
@@ -54,6 +63,11 @@ def _batch_key(inputs: Tensors, outputs: list[str]) -> tuple[object, ...]:
 
 
 class DynamicBatcher(Scheduler):
+    """Merges queued requests; merged batches run on the loop's executor so the loop keeps accepting requests.
+
+    One batch per model runs at a time (`_busy`), which keeps a backend's calls serial.
+    """
+
     def __init__(
         self, backend: Backend, stats: ModelStats, *, max_batch_size: int, max_queue_delay_us: int = 0
     ) -> None:
@@ -62,13 +76,14 @@ class DynamicBatcher(Scheduler):
         self.max_queue_delay_ns = max_queue_delay_us * 1000
         self._queue: list[_Pending] = []
         self._scheduled = False
+        self._busy = False
         self._timer: asyncio.TimerHandle | None = None
 
     async def infer(self, inputs: Tensors, outputs: list[str], batch: int) -> Tensors:
         loop = asyncio.get_running_loop()
         item = _Pending(inputs, outputs, batch, _batch_key(inputs, outputs), loop.create_future())
         self._queue.append(item)
-        if not self._scheduled:
+        if not self._scheduled and not self._busy:
             self._scheduled = True
             loop.call_soon(self._drain)
         return await item.future
@@ -78,19 +93,26 @@ class DynamicBatcher(Scheduler):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        while self._queue:
+        while self._queue and not self._busy:
             group, size = self._take_group()
             waited = time.perf_counter_ns() - self._queue[0].enqueued_ns
-            if size < self.max_batch_size and waited < self.max_queue_delay_ns and len(group) == len(
-                self._queue
-            ):
+            if size < self.max_batch_size and waited < self.max_queue_delay_ns and len(group) == len(self._queue):
                 # Everything queued fits in one batch with room to spare: wait for company, within the delay.
                 loop = asyncio.get_running_loop()
                 self._timer = loop.call_later((self.max_queue_delay_ns - waited) / 1e9, self._drain)
                 return
+            taken = {id(item) for item in group}
+            self._queue = [item for item in self._queue if id(item) not in taken]
+            now = time.perf_counter_ns()
             for item in group:
-                self._queue.remove(item)
-            self._execute(group, size)
+                self.stats.record_queue(now - item.enqueued_ns)
+            if len(group) == 1:
+                # A lone request runs inline: a thread hop would cost more than the model.
+                self._finish(group, size, self._compute(group, size))
+            else:
+                self._busy = True
+                future = asyncio.get_running_loop().run_in_executor(None, self._compute, group, size)
+                future.add_done_callback(functools.partial(self._finish_async, group, size))
 
     def _take_group(self) -> tuple[list[_Pending], int]:
         first = self._queue[0]
@@ -102,35 +124,40 @@ class DynamicBatcher(Scheduler):
                 size += item.batch
         return group, size
 
-    def _execute(self, group: list[_Pending], size: int) -> None:
-        now = time.perf_counter_ns()
-        for item in group:
-            self.stats.record_queue(now - item.enqueued_ns)
+    def _compute(self, group: list[_Pending], size: int) -> _Outcome:
+        """Merge, run and split; safe to call off the loop thread."""
         try:
+            start = time.perf_counter_ns()
             if len(group) == 1:
-                merged, input_ns = group[0].inputs, 0
+                merged = group[0].inputs
             else:
                 merged = {name: np.concatenate([g.inputs[name] for g in group]) for name in group[0].inputs}
-                input_ns = time.perf_counter_ns() - now
-            start = time.perf_counter_ns()
+            mid = time.perf_counter_ns()
             result = self.backend.predict(merged, group[0].outputs)
-            infer_ns = time.perf_counter_ns() - start
-            start = time.perf_counter_ns()
+            end = time.perf_counter_ns()
             parts = self._split(result, group, size)
-            output_ns = time.perf_counter_ns() - start
+            return _Outcome(parts, None, (mid - start, end - mid, time.perf_counter_ns() - end))
         except ScoringError as exc:
+            return _Outcome(None, exc, (0, 0, 0))
+        except Exception as exc:  # a backend bug must fail the requests, not the server
+            return _Outcome(None, InferenceFailedError(f"inference failed: {exc}"), (0, 0, 0))
+
+    def _finish_async(self, group: list[_Pending], size: int, future: asyncio.Future[_Outcome]) -> None:
+        self._busy = False
+        self._finish(group, size, future.result())
+        if self._queue and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    def _finish(self, group: list[_Pending], size: int, outcome: _Outcome) -> None:
+        if outcome.error is not None:
             for item in group:
                 if not item.future.done():
-                    item.future.set_exception(exc)
+                    item.future.set_exception(outcome.error)
             return
-        except Exception as exc:  # a backend bug must fail the requests, not the loop
-            error = InferenceFailedError(f"inference failed: {exc}")
-            for item in group:
-                if not item.future.done():
-                    item.future.set_exception(error)
-            return
-        self.stats.record_execution(size, input_ns, infer_ns, output_ns)
-        for item, part in zip(group, parts, strict=True):
+        assert outcome.parts is not None
+        self.stats.record_execution(size, *outcome.times)
+        for item, part in zip(group, outcome.parts, strict=True):
             if not item.future.done():  # the caller may have gone away
                 item.future.set_result(part)
 

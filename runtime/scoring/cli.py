@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+import threading
 from pathlib import Path
 
 from edgewise.runtime.scoring.settings import ServerSettings
@@ -27,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
     )
     parser.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--intra-op-threads", type=int, default=0, help="onnxruntime threads (0: auto)")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"])
     opts = parser.parse_args(argv)
     logging.basicConfig(
         level=opts.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
@@ -51,7 +53,18 @@ def main(argv: list[str] | None = None) -> None:
     from edgewise.runtime.scoring.server import run_server
 
     settings = parse_args(argv)
-    asyncio.run(run_server(settings))
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(run_server(settings))
+    finally:
+        loop.close()  # does not wait for the executor: a model load can block on its file forever
+    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for thread in stuck:
+        thread.join(timeout=1.0)
+    if any(t.is_alive() for t in stuck):
+        logging.getLogger("edgewise.scoring").warning("exiting with a model load still running")
+        logging.shutdown()
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ class ModelRegistry:
 
     def names(self) -> list[str]:
         names = set(self._serving) | {n for n, _ in self._loading} | {n for n, _ in self._failed}
-        return sorted(names | set(self._model_errors))
+        return sorted(names | set(self._model_errors) | self._unloaded)
 
     def resolve(self, name: str, version: str = "") -> ModelVersion:
         """The version that serves a request; raises a protocol error naming what is missing."""
@@ -116,6 +116,11 @@ class ModelRegistry:
                     return versions[number]
         if name not in self.names():
             raise ModelNotFoundError(f"unknown model {name!r}")
+        if name in self._unloaded:
+            raise ModelNotReadyError(
+                f"model {name!r} is unloaded; load it with RepositoryModelLoad "
+                f"(POST /v2/repository/models/{name}/load)"
+            )
         reasons = [self._not_ready_message(mv) for mv in self.all_versions(name)]
         if name in self._model_errors:
             reasons.append(self._model_errors[name])
@@ -151,12 +156,11 @@ class ModelRegistry:
             if not versions:
                 reason = self._model_errors.get(name, "unloaded" if name in self._unloaded else "")
                 entries.append(ModelIndexEntry(name, "", ModelState.UNAVAILABLE.value, reason))
-        for name in sorted(self._unloaded - set(self.names())):
-            entries.append(ModelIndexEntry(name, "", ModelState.UNAVAILABLE.value, "unloaded"))
         return entries
 
     def all_ready(self) -> bool:
-        return all(mv.ready for versions in self._serving.values() for mv in versions.values())
+        """Every model has a version to serve; failed versions live outside `_serving`, so ask per model."""
+        return all(self.is_ready(name) for name in self.names() if name not in self._unloaded)
 
     @staticmethod
     def _not_ready_message(mv: ModelVersion) -> str:
@@ -169,7 +173,7 @@ class ModelRegistry:
     async def poll(self) -> None:
         """Bring every model in line with the repository on disk."""
         on_disk = {p.name for p in model_dirs(self.root)} if self.root.is_dir() else set()
-        known = set(self._serving) | set(self._model_errors)
+        known = set(self.names())  # includes models whose every version failed: they may have been removed
         names = sorted((on_disk | known) - self._unloaded)
         await asyncio.gather(*(self._sync(name) for name in names))
         self.initial_load_done = True
@@ -267,10 +271,10 @@ class ModelRegistry:
         old = self._serving.setdefault(name, {}).get(src.version)
         self._serving[name][src.version] = mv
         del self._loading[(name, src.version)]
+        if old is not None:  # first: it shares the ready gauge (same model and version labels)
+            self._retire(old, "replaced by a newer load of the same version")
         if stats.metrics is not None:
             stats.metrics.ready.set(1)
-        if old is not None:
-            self._retire(old, "replaced by a newer load of the same version")
         log.info("model %s version %d is ready", name, src.version)
 
     @staticmethod

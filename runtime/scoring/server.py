@@ -35,6 +35,15 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _has_listener(host: str, port: int) -> bool:
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    try:
+        with socket.create_connection((target, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 class _HttpServer(uvicorn.Server):
     """uvicorn without its own signal handling: the scoring server stops both protocols together."""
 
@@ -57,6 +66,12 @@ class ScoringServer:
 
     async def serve(self) -> None:
         s = self.settings
+        for protocol, port in (("gRPC", s.grpc_port), ("HTTP", s.http_port)):
+            if port and _has_listener(s.host, port):
+                log.warning(
+                    "%s port %d already has a listener; sharing it (SO_REUSEPORT) as a module handover does. "
+                    "If that is not a handover, stop the other server or choose another port.", protocol, port
+                )
         grpc_server, health, grpc_port = build_grpc_server(
             self.dataplane, host=s.host, port=s.grpc_port, max_message_bytes=s.max_message_bytes
         )
@@ -83,23 +98,27 @@ class ScoringServer:
     async def _watch_repository(self, health: HealthServicer) -> None:
         """Load the repository, then rescan it until stopped, keeping the health service in step."""
         serving: bool | None = None
-        while True:
-            try:
-                await self.registry.poll()
-            except Exception:  # a scan error must not take the server down
-                log.exception("repository scan failed")
-            ready = self.dataplane.ready()
-            if ready != serving:
-                serving = ready
-                await set_serving(health, ready)
-                log.info("edgewise-score %s", "ready" if ready else "not ready")
-            if self.settings.poll_interval <= 0:
-                await self._stop.wait()
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.settings.poll_interval)
-            if self._stop.is_set():
-                return
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                scan = asyncio.ensure_future(self.registry.poll())
+                await asyncio.wait({scan, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not scan.done():
+                    scan.cancel()  # a stop request does not wait for a slow model load
+                    return
+                if scan.exception() is not None:  # a scan error must not take the server down
+                    log.error("repository scan failed", exc_info=scan.exception())
+                ready = self.dataplane.ready()
+                if ready != serving:
+                    serving = ready
+                    await set_serving(health, ready)
+                    log.info("edgewise-score %s", "ready" if ready else "not ready")
+                if self.settings.poll_interval <= 0:
+                    await stop
+                    return
+                await asyncio.wait({stop}, timeout=self.settings.poll_interval)
+        finally:
+            stop.cancel()
 
 
 async def run_server(settings: ServerSettings) -> None:

@@ -24,6 +24,16 @@ def _spec(arg: ort.NodeArg, served: str, what: str, path: Path) -> TensorSpec:
     return TensorSpec(served, datatype, _dims(arg.shape))
 
 
+def _text(name: str, array: np.ndarray) -> np.ndarray:
+    """onnxruntime takes string tensors as str objects: it would turn bytes into their repr, "b'...'"."""
+    text = np.empty(array.shape, dtype=object)
+    try:
+        text.reshape(-1)[:] = [v.decode("utf-8") if isinstance(v, bytes) else v for v in array.reshape(-1)]
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"input {name!r}: an ONNX string tensor holds UTF-8 text: {exc}") from None
+    return text
+
+
 class OnnxBackend(Backend):
     platform = "onnxruntime_onnx"
 
@@ -64,7 +74,10 @@ class OnnxBackend(Backend):
 
     def predict(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         names = outputs or self._from_graph
-        feed = {self._to_graph[name]: array for name, array in inputs.items()}
+        feed = {
+            self._to_graph[name]: _text(name, array) if array.dtype == object else array
+            for name, array in inputs.items()
+        }
         try:
             results = self._session.run([self._graph_output[n] for n in names], feed)
         except (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ValueError) as exc:

@@ -139,7 +139,15 @@ def build_rest_app(dataplane: DataPlane, *, metrics: ServerMetrics | None, max_m
 
     async def repository_index(request: Request) -> Response:
         body = await request.body()
-        ready_only = bool(orjson.loads(body).get("ready", False)) if body.strip() else False
+        ready_only = False
+        if body.strip():
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidInputError(f"the request is not valid JSON: {exc}") from None
+            if not isinstance(doc, dict):
+                raise InvalidInputError("the request must be a JSON object")
+            ready_only = bool(doc.get("ready", False))
         return _json(
             [
                 {"name": e.name, "version": e.version, "state": e.state, "reason": e.reason}
