@@ -2,8 +2,8 @@
 
 The dynamic batcher never makes a lone request wait: a request joins the queue and the queue is drained
 on the next turn of the event loop, so requests that arrived together (concurrent clients) are merged
-into one backend call, while one request in flight costs a single loop turn. While a merged batch runs on
-the batcher's thread, new requests queue up and form the next batch. `max_queue_delay_us` lets a batch
+into one backend call, while one request in flight costs a single loop turn. While a slow model's batch
+runs on the executor, new requests queue up and form the next batch. `max_queue_delay_us` lets a batch
 wait longer for company, as Triton's option of the same name does.
 """
 
@@ -20,6 +20,10 @@ from edgewise.runtime.scoring.errors import InferenceFailedError, ScoringError
 from edgewise.runtime.scoring.stats import ModelStats
 
 Tensors = dict[str, np.ndarray]
+
+# Batches of models slower than this (on average) run on the executor, so that the event loop keeps
+# decoding requests meanwhile; faster models run inline, where a thread hop would cost more than they do.
+OFFLOAD_NS = 1_000_000
 
 
 class Scheduler:
@@ -63,7 +67,7 @@ def _batch_key(inputs: Tensors, outputs: list[str]) -> tuple[object, ...]:
 
 
 class DynamicBatcher(Scheduler):
-    """Merges queued requests; merged batches run on the loop's executor so the loop keeps accepting requests.
+    """Merges queued requests into batches; slow models' batches run on the loop's executor.
 
     One batch per model runs at a time (`_busy`), which keeps a backend's calls serial.
     """
@@ -78,6 +82,7 @@ class DynamicBatcher(Scheduler):
         self._scheduled = False
         self._busy = False
         self._timer: asyncio.TimerHandle | None = None
+        self._infer_ns_avg = 0.0  # moving average of backend time per execution
 
     async def infer(self, inputs: Tensors, outputs: list[str], batch: int) -> Tensors:
         loop = asyncio.get_running_loop()
@@ -106,8 +111,8 @@ class DynamicBatcher(Scheduler):
             now = time.perf_counter_ns()
             for item in group:
                 self.stats.record_queue(now - item.enqueued_ns)
-            if len(group) == 1:
-                # A lone request runs inline: a thread hop would cost more than the model.
+            if self._infer_ns_avg < OFFLOAD_NS:
+                # A fast model runs inline: a thread hop would cost more than the model.
                 self._finish(group, size, self._compute(group, size))
             else:
                 self._busy = True
@@ -157,6 +162,7 @@ class DynamicBatcher(Scheduler):
             return
         assert outcome.parts is not None
         self.stats.record_execution(size, *outcome.times)
+        self._infer_ns_avg += (outcome.times[1] - self._infer_ns_avg) * 0.1
         for item, part in zip(group, outcome.parts, strict=True):
             if not item.future.done():  # the caller may have gone away
                 item.future.set_result(part)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,6 @@ from edgewise.runtime.scoring.datatypes import (
     as_bytes,
     bytes_array,
     decode_bytes_tensor,
-    element_count,
     encode_bytes_tensor,
     numpy_dtype,
 )
@@ -70,10 +70,10 @@ def parameters_to_proto(params: Parameters, target: Any) -> None:
 def _decode_tensor(tensor: Any, raw: bytes | None) -> np.ndarray:
     name, datatype = tensor.name, tensor.datatype
     shape = tuple(tensor.shape)
-    if any(d < 0 for d in shape):
+    if shape and min(shape) < 0:
         raise InvalidInputError(f"input {name!r} has a negative dimension in shape {list(shape)}")
     dtype = numpy_dtype(datatype)
-    count = element_count(shape)
+    count = math.prod(shape)
     if raw is not None:
         if datatype == "BYTES":
             return decode_bytes_tensor(raw, count, name).reshape(shape)
@@ -126,7 +126,10 @@ def request_from_proto(msg: pb.ModelInferRequest) -> InferRequest:
 def raw_bytes(array: np.ndarray, datatype: str) -> bytes:
     if datatype == "BYTES":
         return encode_bytes_tensor(array)
-    return np.ascontiguousarray(array, dtype=numpy_dtype(datatype)).tobytes()
+    dtype = numpy_dtype(datatype)
+    if array.dtype != dtype:
+        array = array.astype(dtype)
+    return array.tobytes()  # C order, whatever the array's memory layout
 
 
 def response_to_proto(response: InferResponse, *, raw: bool) -> pb.ModelInferResponse:
