@@ -88,9 +88,20 @@ class DynamicBatcher(Scheduler):
         loop = asyncio.get_running_loop()
         item = _Pending(inputs, outputs, batch, _batch_key(inputs, outputs), loop.create_future())
         self._queue.append(item)
-        if not self._scheduled and not self._busy:
-            self._scheduled = True
+        if self._scheduled or self._busy:
+            return await item.future
+        self._scheduled = True
+        if self.max_queue_delay_ns or self._infer_ns_avg >= OFFLOAD_NS:
             loop.call_soon(self._drain)
+            return await item.future
+        # Fast path: yield one loop turn so that requests which arrived together can join, then drain
+        # inline from this task, which saves the wake-up a separate drain callback would cost.
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            loop.call_soon(self._drain)  # the others still need their batch
+            raise
+        self._drain()
         return await item.future
 
     def _drain(self) -> None:
