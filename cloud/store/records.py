@@ -38,7 +38,8 @@ class MetricKind(enum.StrEnum):
 
 class _Record:
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
+        plain: dict[str, Any] = _plain(self)
+        return plain
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Any:

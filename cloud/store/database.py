@@ -1,0 +1,139 @@
+"""The store's database: engine set-up for SQLite and PostgreSQL, transactions, migrations, page tokens.
+
+SQLite runs in WAL mode with `synchronous=NORMAL` and a busy timeout. Its write transactions start with
+`BEGIN IMMEDIATE`, so two writers (threads or processes) queue for the lock instead of failing when one
+tries to upgrade a read lock; read transactions stay deferred and never block writers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from edgewise.cloud.errors import InvalidInputError
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+BUSY_TIMEOUT_S = 60.0
+MAX_PAGE_SIZE = 1000
+_WRITE = "edgewise_write"
+_MIGRATION_LOCK = 0x65646765  # PostgreSQL advisory lock key that serialises concurrent starts
+
+
+def normalise_url(url: str) -> sa.URL:
+    """The SQLAlchemy URL of `url`; plain `postgresql://` URLs use the psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            url = "postgresql+psycopg://" + url[len(prefix) :]
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise InvalidInputError(f"invalid database URL {url!r}: use sqlite:///PATH or postgresql://...") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise InvalidInputError("the SQLite database must be a file, e.g. sqlite:///DATA/workspace.db")
+    if backend not in ("sqlite", "postgresql"):
+        raise InvalidInputError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://...")
+    return parsed
+
+
+def create_engine(url: str) -> sa.Engine:
+    parsed = normalise_url(url)
+    pool: dict[str, Any] = {"pool_size": 8, "max_overflow": 56, "pool_timeout": BUSY_TIMEOUT_S}
+    if parsed.get_backend_name() == "postgresql":
+        return sa.create_engine(parsed, pool_pre_ping=True, **pool)
+    engine = sa.create_engine(parsed, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S}, **pool)
+    event.listen(engine, "connect", _sqlite_connect)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # transactions are begun explicitly, see _sqlite_begin
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(connection: sa.Connection) -> None:
+    writing = connection.get_execution_options().get(_WRITE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+class Database:
+    """An engine and its two kinds of transactions; thread-safe (one pooled connection per transaction)."""
+
+    def __init__(self, *, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._writer = engine.execution_options(**{_WRITE: True})
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        with self._writer.connect() as conn, conn.begin():
+            yield conn
+
+    def insert(self, table: sa.Table) -> Any:
+        """An INSERT that supports `on_conflict_do_nothing` / `on_conflict_do_update` on both databases."""
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision, under a lock so concurrent starts do it once."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.write() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def check_page_size(page_size: int) -> int:
+    if not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidInputError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size!r}")
+    return page_size
+
+
+def encode_page_token(offset: int) -> str:
+    raw = json.dumps({"o": offset}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str | None) -> int:
+    """The offset a page token stands for (0 for the first page)."""
+    if token is None or token == "":
+        return 0
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        offset = data["o"]
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError(offset)
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(
+            f"invalid page_token {token[:40]!r}: pass the next_page_token of the previous page unchanged"
+        ) from exc
+    return offset

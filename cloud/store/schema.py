@@ -1,0 +1,159 @@
+"""The workspace's tables (SQLAlchemy Core), shared by the store, the query compiler and the migrations.
+
+Times are seconds since the epoch (float), as in the records. JSON documents (run specs, git info, model
+files, metric payloads) are stored as text and parsed by the store, so SQLite and PostgreSQL behave the same.
+A migration in `migrations/versions/` must follow every change made here.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = sa.String(32)
+NAME = sa.String(128)
+KEY = sa.String(256)
+TIME = sa.Float()
+
+experiments = sa.Table(
+    "experiments",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", NAME, nullable=False, unique=True),
+    sa.Column("created_at", TIME, nullable=False),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("experiment_id", ID, sa.ForeignKey("experiments.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("parent_id", ID, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("name", KEY, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("started_at", TIME, nullable=True),
+    sa.Column("ended_at", TIME, nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("status_reason", sa.Text, nullable=True),
+    sa.Column("spec", sa.Text, nullable=True),
+    sa.Column("git", sa.Text, nullable=True),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Index(None, "experiment_id", "created_at"),
+    sa.Index(None, "parent_id"),
+    sa.Index(None, "status"),
+)
+
+run_tags = sa.Table(
+    "run_tags",
+    metadata,
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("key", KEY, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+snapshot_files = sa.Table(
+    "snapshot_files",
+    metadata,
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("digest", sa.String(80), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mode", sa.Integer, nullable=False),
+)
+
+# Every logged point, in logging order (`id`). Scalars carry `value`; other kinds a JSON `payload`.
+metrics = sa.Table(
+    "metrics",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", KEY, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("step", sa.BigInteger, nullable=True),
+    sa.Column("timestamp", TIME, nullable=False),
+    sa.Column("payload", sa.Text, nullable=True),
+    sa.Index(None, "run_id", "name", "id"),
+)
+
+# The latest value of each scalar metric of a run (highest step, then latest timestamp, then last logged):
+# what run filters and sorts read, so they never scan the points.
+latest_metrics = sa.Table(
+    "latest_metrics",
+    metadata,
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", KEY, primary_key=True),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("step", sa.BigInteger, nullable=False),  # -1 when the point had no step
+    sa.Column("timestamp", TIME, nullable=False),
+    sa.Index(None, "name", "value"),
+)
+
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("digest", sa.String(80), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+)
+
+# One row per model name; `last_version` is bumped in the transaction that inserts a version, which makes
+# version numbers unique and gap-free under concurrent registrations on SQLite and PostgreSQL alike.
+registered_models = sa.Table(
+    "registered_models",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", NAME, nullable=False, unique=True),
+    sa.Column("last_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", TIME, nullable=False),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("registered_models.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("format", sa.String(64), nullable=False),
+    sa.Column("framework", sa.String(128), nullable=True),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("files", sa.Text, nullable=False),
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("experiment", NAME, nullable=True),
+    sa.Column("properties", sa.Text, nullable=False),
+    sa.UniqueConstraint("model_id", "version"),
+    sa.Index(None, "created_at"),
+)
+
+model_tags = sa.Table(
+    "model_tags",
+    metadata,
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("key", KEY, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Index(None, "key"),
+)
+
+# What uses a model version (images, deployments). An active "deployment" reference forbids deleting it.
+model_references = sa.Table(
+    "model_references",
+    metadata,
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("ref", KEY, primary_key=True),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Index(None, "kind", "ref"),
+)
