@@ -1,4 +1,8 @@
-"""The edgewise demo: build a model repository, serve it with edgewise-score, score it over gRPC and REST.
+"""The edgewise demo: train and register a model in the workspace, then serve it with edgewise-score.
+
+1. `edgewise up`, submit examples/train (scikit-learn digits, one child run per setting), compare the runs,
+   register the best model (as exported ONNX, and converted from its pickle), download it.
+2. Serve it beside two built-in models with edgewise-score and score them over gRPC and REST.
 
 Run with `make demo`. Everything stays on 127.0.0.1 and in ./.demo.
 """
@@ -23,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from examples.models import matmul_model, mlp_model  # noqa: E402
+from examples.workspace_demo import train_and_register  # noqa: E402
 
 
 def free_port() -> int:
@@ -59,6 +64,7 @@ def main() -> None:
     work = ROOT / ".demo"
     repo = work / "models"
     build_repository(repo)
+    train_and_register(work, repo / "digits-logreg" / "1")
     grpc_port, http_port = free_port(), free_port()
     log = work / "edgewise-score.log"
     score = Path(sys.executable).with_name("edgewise-score")
@@ -95,6 +101,15 @@ def main() -> None:
         tensor.set_data_from_numpy(x)
         y = grpc_c.infer("projection", [tensor]).as_numpy("y")
         print("projection y[0, :4]:", [round(float(v), 3) for v in y[0, :4]])
+
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        samples = (digits.data[:8] / 16.0).astype(np.float32)
+        tensor = grpcclient.InferInput("input", list(samples.shape), "FP32")
+        tensor.set_data_from_numpy(samples)
+        labels = grpc_c.infer("digits-logreg", [tensor]).as_numpy("label")
+        print("registered digits-logreg:", labels.tolist(), "expected", digits.target[:8].tolist())
 
         stats = grpc_c.get_inference_statistics("digits", as_json=True)["model_stats"][0]
         print(f"\ndigits: {stats['inference_count']} inferences in {stats['execution_count']} executions")

@@ -198,7 +198,7 @@ def _build(cls: type[_Record], data: Mapping[str, Any]) -> Any:
             continue  # newer servers may send more; older clients ignore it
         if value is not None and key in _NESTED:
             value = _NESTED[key].from_dict(value)
-        elif value is not None and key in _ENUMS:
+        elif value is not None and key in _ENUMS and not (key == "kind" and cls is not MetricPoint):
             value = _ENUMS[key](value)
         elif key == "files" and value is not None:
             value = [FileEntry.from_dict(v) for v in value]

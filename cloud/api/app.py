@@ -1,0 +1,56 @@
+"""The workspace's HTTP API: FastAPI routers under /api/v1, errors as `{"error": {"code", "message"}}`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from edgewise.cloud.api import blobs, experiments, models, runs
+from edgewise.cloud.api.security import BearerToken
+from edgewise.cloud.errors import InvalidInputError, WorkspaceError, error_payload
+from edgewise.cloud.workspace import Workspace
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import edgewise
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(
+    *,
+    workspace: Workspace,
+    token: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="edgewise workspace",
+        version=edgewise.__version__,
+        description="Experiments, runs, metrics, artifacts and the model registry. "
+        "Every route but /api/v1/health needs `Authorization: Bearer <token>` (the token is in the data folder).",
+        lifespan=lifespan,
+    )
+    app.state.workspace = workspace
+    secured = [Depends(BearerToken(token=token))]
+    for module in (blobs, experiments, runs, models):
+        app.include_router(module.router, prefix=API_PREFIX, dependencies=secured)
+
+    @app.get(f"{API_PREFIX}/health", tags=["service"], summary="Liveness; needs no token")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "version": edgewise.__version__}
+
+    @app.exception_handler(WorkspaceError)
+    async def workspace_error(request: Request, exc: WorkspaceError) -> JSONResponse:
+        return JSONResponse(error_payload(exc), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}" for err in exc.errors()[:5]
+        )
+        error = InvalidInputError(f"invalid request: {problems}")
+        return JSONResponse(error_payload(error), status_code=error.http_status)
+
+    return app

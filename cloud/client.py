@@ -1,0 +1,422 @@
+"""`Client`: the HTTP client of the workspace API that the CLI, the SDK and users' code share.
+
+One keep-alive connection pool per client; errors sent by the service come back as the same classes of
+`edgewise.cloud.errors`, and a service that cannot be reached is a ServiceUnavailableError that says what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+from edgewise.cloud.errors import (
+    WorkspaceError,
+    error_from_payload,
+)
+from edgewise.cloud.names import check_relpath
+from edgewise.cloud.sdk.transfer import digest_file, download_to, model_files, unreachable
+from edgewise.cloud.store.records import (
+    Artifact,
+    Experiment,
+    FileEntry,
+    MetricPoint,
+    ModelReference,
+    ModelVersion,
+    Run,
+    RunSpec,
+    RunStatus,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_MAX_SNAPSHOT_BYTES = 300 * 2**20  # the limits of edgewise.cloud.runs.snapshot, without importing it
+DEFAULT_MAX_SNAPSHOT_FILES = 2000
+_PAGE_SIZE = 1000
+_JSON = {"content-type": "application/json"}
+
+R = TypeVar("R")
+
+
+def default_url() -> str:
+    return os.environ.get("EDGEWISE_URL") or DEFAULT_URL
+
+
+def default_token() -> str | None:
+    """`EDGEWISE_TOKEN`, else the token file the service wrote in its data directory, else None."""
+    token = os.environ.get("EDGEWISE_TOKEN")
+    if token:
+        return token
+    data = Path(os.environ.get("EDGEWISE_DATA") or Path.home() / ".edgewise")
+    try:
+        return (data / "token").read_text().strip() or None
+    except OSError:
+        return None
+
+
+class Client:
+    """A synchronous client of one workspace; use it as a context manager or call `close()`."""
+
+    def __init__(self, *, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
+        self.url = (url or default_url()).rstrip("/")
+        headers = {"user-agent": "edgewise-client"}
+        token = token if token is not None else default_token()
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=f"{self.url}/api/v1/", headers=headers, timeout=timeout, trust_env=False, follow_redirects=False
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing --------------------------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: Any = None,
+        params: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        if json is not None:
+            content, headers = orjson.dumps(json), {**_JSON, **(headers or {})}
+        try:
+            response = self._http.request(method, path, content=content, params=params, headers=headers)
+        except httpx.TransportError as exc:
+            raise unreachable(self.url, exc) from exc
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return orjson.loads(self._request(method, path, **kwargs).content)
+
+    def _pages(self, path: str, params: dict[str, Any], build: Callable[[Any], R], limit: int | None) -> list[R]:
+        items: list[R] = []
+        token: str | None = None
+        while limit is None or len(items) < limit:
+            size = _PAGE_SIZE if limit is None else max(1, min(_PAGE_SIZE, limit - len(items)))
+            query = [*_query(params), ("page_size", size)] + ([("page_token", token)] if token else [])
+            page = self._json("GET", path, params=query)
+            items.extend(build(item) for item in page["items"])
+            token = page.get("next_page_token")
+            if not token:
+                break
+        return items if limit is None else items[:limit]
+
+    # -- service and blobs -----------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "health")
+        return result
+
+    def upload_files(
+        self, files: Mapping[str, Path], *, progress: Callable[[int, int], None] | None = None
+    ) -> list[FileEntry]:
+        """Hash each file and upload only the blobs the service does not have yet."""
+        entries = []
+        for rel, local in files.items():
+            digest, size = digest_file(Path(local))
+            mode = os.stat(local).st_mode & 0o777
+            entries.append(FileEntry(path=check_relpath(rel), digest=digest, size=size, mode=mode))
+        self._upload_entries(
+            entries, {e.path: Path(files[rel]) for e, rel in zip(entries, files, strict=True)}, progress
+        )
+        return entries
+
+    def _upload_entries(
+        self,
+        entries: Sequence[FileEntry],
+        local: Mapping[str, Path],
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        digests = sorted({entry.digest for entry in entries})
+        missing = set(self._json("POST", "blobs/missing", json={"digests": digests})["missing"]) if digests else set()
+        todo: dict[str, FileEntry] = {}
+        for entry in entries:
+            if entry.digest in missing:
+                todo.setdefault(entry.digest, entry)
+        total, done = sum(e.size for e in todo.values()), 0
+        if progress is not None:
+            progress(done, total)
+        for digest, entry in todo.items():
+            with open(local[entry.path], "rb") as stream:
+                headers = {"content-type": "application/octet-stream", "content-length": str(entry.size)}
+                self._request("PUT", f"blobs/{digest}", content=stream, headers=headers)
+            done += entry.size
+            if progress is not None:
+                progress(done, total)
+
+    def download_blob(self, digest: str, dest: Path) -> Path:
+        """Stream the blob into `dest`, check its digest, and only then move it into place."""
+        return self._download(f"blobs/{digest}", None, Path(dest), digest)
+
+    def _download(self, path: str, params: Any, dest: Path, digest: str | None) -> Path:
+        try:
+            with self._http.stream("GET", path, params=params) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                return download_to(response.iter_bytes(1 << 20), dest, digest)
+        except httpx.TransportError as exc:
+            raise unreachable(self.url, exc) from exc
+
+    # -- experiments and runs --------------------------------------------------------------------------------
+
+    def list_experiments(self) -> list[Experiment]:
+        return self._pages("experiments", {}, Experiment.from_dict, None)
+
+    def get_experiment(self, name: str) -> Experiment:
+        result: Experiment = Experiment.from_dict(self._json("GET", f"experiments/{name}"))
+        return result
+
+    def submit_run(
+        self,
+        *,
+        experiment: str,
+        source: Path,
+        spec: RunSpec,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
+        max_snapshot_files: int = DEFAULT_MAX_SNAPSHOT_FILES,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Run:
+        """Snapshot `source`, upload what the service lacks, and queue the run."""
+        from edgewise.cloud.runs.gitinfo import git_info
+        from edgewise.cloud.runs.snapshot import hash_snapshot, take_snapshot
+
+        source = Path(source)
+        snapshot = take_snapshot(source, max_bytes=max_snapshot_bytes, max_files=max_snapshot_files)
+        entries = hash_snapshot(snapshot)
+        local = {f.path: f.abspath for f in snapshot.files}
+        self._upload_entries(entries, local, progress)
+        git = git_info(source)
+        body: dict[str, Any] = {
+            "experiment": experiment,
+            "spec": spec.to_dict(),
+            "snapshot": [e.to_dict() for e in entries],
+            "git": git.to_dict() if git is not None else None,
+        }
+        if name is not None:
+            body["name"] = name
+        if tags:
+            body["tags"] = dict(tags)
+        return _run(self._json("POST", "runs", json=body))
+
+    def get_run(self, run_id: str) -> Run:
+        return _run(self._json("GET", f"runs/{run_id}"))
+
+    def list_runs(
+        self,
+        *,
+        experiment: str | None = None,
+        filter: str | None = None,
+        order_by: str | None = None,
+        include_children: bool = False,
+        parent_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Run]:
+        params = {
+            "experiment": experiment,
+            "filter": filter,
+            "order_by": order_by,
+            "include_children": "true" if include_children else None,
+            "parent_id": parent_id,
+        }
+        return self._pages("runs", params, _run, limit)
+
+    def get_snapshot(self, run_id: str) -> list[FileEntry]:
+        """The files of the source folder as the run was submitted."""
+        return [FileEntry.from_dict(f) for f in self._json("GET", f"runs/{run_id}/snapshot")["files"]]
+
+    def cancel_run(self, run_id: str) -> Run:
+        return _run(self._json("POST", f"runs/{run_id}/cancel"))
+
+    def wait_run(self, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> Run:
+        """Poll until the run has ended; TimeoutError if it is still going after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = self.get_run(run_id)
+            if run.status.terminal:
+                return run
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"run {run_id} is still {run.status} after {timeout}s; wait longer or cancel it")
+            time.sleep(poll)
+
+    def read_logs(self, run_id: str, *, stream: str = "stdout", offset: int = 0) -> tuple[bytes, int, RunStatus]:
+        """The log bytes from `offset`, the offset to ask for next, and the run's status at the time."""
+        response = self._request("GET", f"runs/{run_id}/logs", params={"stream": stream, "offset": offset})
+        next_offset = int(response.headers.get("x-edgewise-next-offset", offset + len(response.content)))
+        return response.content, next_offset, RunStatus(response.headers["x-edgewise-run-status"])
+
+    def follow_logs(self, run_id: str, *, poll: float = 0.5) -> Iterator[tuple[str, bytes]]:
+        """(stream, chunk) pairs from stdout and stderr as they grow, until the run has ended and both are drained."""
+        offsets = {"stdout": 0, "stderr": 0}
+        while True:
+            got_any, ended = False, True
+            for stream in offsets:
+                chunk, offsets[stream], status = self.read_logs(run_id, stream=stream, offset=offsets[stream])
+                ended = ended and status.terminal
+                if chunk:
+                    got_any = True
+                    yield stream, chunk
+            if ended and not got_any:
+                return
+            if not got_any:
+                time.sleep(poll)
+
+    def log_metrics(self, run_id: str, points: Sequence[MetricPoint]) -> None:
+        self.log_metric_dicts(run_id, [p.to_dict() for p in points])
+
+    def log_metric_dicts(self, run_id: str, points: Sequence[Mapping[str, Any]]) -> None:
+        """Send points already in their wire form (`MetricPoint.to_dict()`), which skips building records."""
+        self._request("POST", f"runs/{run_id}/metrics", json={"points": points})
+
+    def get_metrics(self, run_id: str, name: str | None = None) -> list[MetricPoint]:
+        params = {"name": name} if name is not None else None
+        return [MetricPoint.from_dict(p) for p in self._json("GET", f"runs/{run_id}/metrics", params=params)["metrics"]]
+
+    def set_run_tags(self, run_id: str, tags: Mapping[str, str]) -> Run:
+        return _run(self._json("POST", f"runs/{run_id}/tags", json={"tags": dict(tags)}))
+
+    def create_child_run(self, parent_id: str, *, name: str) -> Run:
+        return _run(self._json("POST", f"runs/{parent_id}/children", json={"name": name}))
+
+    def complete_run(self, run_id: str, *, status: str = "completed", reason: str | None = None) -> Run:
+        body: dict[str, Any] = {"status": str(status)}
+        if reason is not None:
+            body["reason"] = reason
+        return _run(self._json("POST", f"runs/{run_id}/complete", json=body))
+
+    # -- artifacts -------------------------------------------------------------------------------------------
+
+    def add_artifacts(self, run_id: str, entries: Sequence[FileEntry]) -> None:
+        body = {"artifacts": [{"path": e.path, "digest": e.digest, "size": e.size} for e in entries]}
+        self._request("POST", f"runs/{run_id}/artifacts", json=body)
+
+    def upload_artifact(self, run_id: str, *, name: str, path: Path) -> FileEntry:
+        """Upload one local file as the run's artifact `name` (a relative path such as `plots/loss.png`)."""
+        (entry,) = self.upload_files({name: Path(path)})
+        self.add_artifacts(run_id, [entry])
+        return entry
+
+    def list_artifacts(self, run_id: str, prefix: str | None = None) -> list[Artifact]:
+        params = {"prefix": prefix} if prefix is not None else None
+        data = self._json("GET", f"runs/{run_id}/artifacts", params=params)
+        return [Artifact.from_dict(a) for a in data["artifacts"]]
+
+    def download_artifact(self, run_id: str, path: str, dest: Path) -> Path:
+        return self._download(f"runs/{run_id}/artifacts/content", {"path": path}, Path(dest), None)
+
+    # -- models ----------------------------------------------------------------------------------------------
+
+    def register_model(
+        self,
+        *,
+        name: str,
+        run_id: str | None = None,
+        path: str | None = None,
+        file: Path | None = None,
+        tags: Mapping[str, str] | None = None,
+        properties: Mapping[str, str] | None = None,
+        description: str | None = None,
+        convert: str | None = None,
+    ) -> ModelVersion:
+        """A new version of model `name`: from a run's artifact `path`, or from a local file or folder."""
+        body: dict[str, Any] = {"name": name}
+        if file is not None:
+            body["files"] = [e.to_dict() for e in self.upload_files(model_files(Path(file)))]
+        optional = {"run_id": run_id, "path": path, "description": description, "convert": convert}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        if tags:
+            body["tags"] = dict(tags)
+        if properties:
+            body["properties"] = dict(properties)
+        return _model(self._json("POST", "models", json=body))
+
+    def get_model(self, name: str, version: int | None = None) -> ModelVersion:
+        return _model(self._json("GET", f"models/{name}/versions/{_version(version)}"))
+
+    def list_models(
+        self, *, name: str | None = None, tags: Mapping[str, str | None] | None = None, limit: int | None = None
+    ) -> list[ModelVersion]:
+        """Model versions, newest first; `tags` maps a key to a value it must have, or None for any value."""
+        params: dict[str, Any] = {"name": name}
+        if tags:
+            params["tag"] = [key if value is None else f"{key}={value}" for key, value in tags.items()]
+        return self._pages("models", params, _model, limit)
+
+    def download_model(self, name: str, version: int | None = None, *, dest: Path) -> list[Path]:
+        """Every file of the model version under `dest`, at its relative path."""
+        model = self.get_model(name, version)
+        dest = Path(dest)
+        return [self.download_blob(f.digest, dest / check_relpath(f.path, what="model file")) for f in model.files]
+
+    def tag_model(
+        self, name: str, version: int, *, set: Mapping[str, str] | None = None, remove: Sequence[str] = ()
+    ) -> ModelVersion:
+        body = {"set": dict(set or {}), "remove": list(remove)}
+        return _model(self._json("POST", f"models/{name}/versions/{version}/tags", json=body))
+
+    def delete_model(self, name: str, version: int) -> None:
+        self._request("DELETE", f"models/{name}/versions/{version}")
+
+    def model_references(self, name: str, version: int) -> list[ModelReference]:
+        data = self._json("GET", f"models/{name}/versions/{version}/references")
+        return [_reference(r) for r in data["references"]]
+
+
+def _error(response: httpx.Response) -> WorkspaceError:
+    try:
+        payload: Any = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        payload = response.text[:300]
+    return error_from_payload(response.status_code, payload)
+
+
+def _query(params: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    pairs: list[tuple[str, Any]] = []
+    for key, value in params.items():
+        if isinstance(value, list):
+            pairs.extend((key, v) for v in value)
+        elif value is not None:
+            pairs.append((key, value))
+    return pairs
+
+
+def _run(data: Any) -> Run:
+    run: Run = Run.from_dict(data)
+    return run
+
+
+def _model(data: Any) -> ModelVersion:
+    model: ModelVersion = ModelVersion.from_dict(data)
+    return model
+
+
+def _reference(data: Mapping[str, Any]) -> ModelReference:
+    # Built by hand: the generic `from_dict` reads every `kind` field as a MetricKind.
+    names = {f.name for f in dataclasses.fields(ModelReference)}
+    return ModelReference(**{k: v for k, v in data.items() if k in names})
+
+
+def _version(version: int | None) -> str:
+    return "latest" if version is None else str(int(version))
