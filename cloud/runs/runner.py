@@ -9,7 +9,6 @@ nothing to do with the HTTP request that queued it; nothing that goes wrong with
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import shutil
@@ -25,14 +24,23 @@ from typing import BinaryIO, Protocol
 from edgewise.cloud.errors import ConflictError, ServiceUnavailableError, UnsafePathError, WorkspaceError
 from edgewise.cloud.names import check_relpath
 from edgewise.cloud.runs.environments import EnvironmentCache
+from edgewise.cloud.runs.processes import (
+    DEFAULT_GRACE_PERIOD,
+    exit_reason,
+    group_alive,
+    kill_after,
+    signal_group,
+    stop_orphan,
+)
 from edgewise.cloud.store.blobs import BlobStore
 from edgewise.cloud.store.records import FileEntry, RunSpec, RunStatus
+
+__all__ = ["LocalRunner", "RunEvents", "RunJob", "exit_reason", "stop_orphan"]
 
 log = logging.getLogger(__name__)
 
 LOG_STREAMS = ("stdout", "stderr")
 CANCELED_REASON = "canceled by request"
-DEFAULT_GRACE_PERIOD = 5.0  # seconds between SIGTERM and SIGKILL
 
 
 class RunEvents(Protocol):
@@ -160,7 +168,7 @@ class LocalRunner:
         for item in active:
             if not item.finished.is_set():  # stuck (e.g. in a long pip install): give up on it, record why
                 if item.process is not None:
-                    _signal_group(item.process.pid, signal.SIGKILL)
+                    signal_group(item.process.pid, signal.SIGKILL)
                 self._report(item.job.run_id, RunStatus.FAILED, reason=reason)
 
     def log_path(self, run_id: str, stream: str) -> Path:
@@ -202,7 +210,7 @@ class LocalRunner:
             self._report(active.job.run_id, RunStatus.FAILED, reason=f"the runner failed: {_describe(exc)}")
         finally:
             if active.process is not None and active.process.poll() is None:
-                _signal_group(active.process.pid, signal.SIGKILL)
+                signal_group(active.process.pid, signal.SIGKILL)
             with self._lock:
                 self._active.pop(active.job.run_id, None)
             active.finished.set()
@@ -296,7 +304,7 @@ class LocalRunner:
         process = active.process
         self._report_pid(job.run_id, process.pid)
         code = process.wait()
-        if _group_alive(process.pid):  # processes it left behind end with it
+        if group_alive(process.pid):  # processes it left behind end with it
             self._terminate(process.pid, self.grace_period if not active.stopped else 0.0, wait=True)
         self._report_pid(job.run_id, None)
         return code
@@ -404,78 +412,11 @@ class LocalRunner:
 
     def _terminate(self, pgid: int, grace: float, *, wait: bool = False) -> None:
         """SIGTERM the process group now and SIGKILL it after `grace` seconds if anything is left."""
-        _signal_group(pgid, signal.SIGTERM)
+        signal_group(pgid, signal.SIGTERM)
         if wait:
-            _kill_after(pgid, grace)
+            kill_after(pgid, grace)
         else:
-            threading.Thread(target=_kill_after, args=(pgid, grace), name=f"kill-{pgid}", daemon=True).start()
-
-
-def stop_orphan(pid: int) -> bool:
-    """Stop the process group `pid` left by an earlier service instance; True if there was one to stop.
-
-    Only a group one of whose processes carries a run's environment (EDGEWISE_RUN_ID) is touched, so a
-    recycled process id never gets an unrelated program killed.
-    """
-    if pid <= 1 or not _group_alive(pid) or not _is_run_group(pid):
-        return False
-    _signal_group(pid, signal.SIGTERM)
-    _kill_after(pid, DEFAULT_GRACE_PERIOD)
-    return True
-
-
-def _is_run_group(pgid: int) -> bool:
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True  # no way to look: trust the recorded id
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:
-                continue
-            if b"\x00EDGEWISE_RUN_ID=" in b"\x00" + (entry / "environ").read_bytes():
-                return True
-        except (OSError, IndexError, ValueError):
-            continue
-    return False
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _kill_after(pgid: int, grace: float) -> None:
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _group_alive(pgid):
-            return
-        time.sleep(0.05)
-    _signal_group(pgid, signal.SIGKILL)
-
-
-def exit_reason(code: int | None) -> str:
-    """Why a script's run failed, from its exit status (negative: the signal that killed it)."""
-    if code is None:
-        return "the script did not start"
-    if code >= 0:
-        return f"script exited with code {code}"
-    try:
-        return f"killed by signal {signal.Signals(-code).name}"
-    except ValueError:
-        return f"killed by signal {-code}"
+            threading.Thread(target=kill_after, args=(pgid, grace), name=f"kill-{pgid}", daemon=True).start()
 
 
 def _describe(exc: BaseException) -> str:
