@@ -252,9 +252,7 @@ class Workspace:
         if run_id is not None:
             if files:
                 raise InvalidInputError("give either a run and a path, or files, not both")
-            run = self.store.get_run(run_id)
-            experiment = run.experiment
-            model_files_ = self._run_model_files(run_id, path)
+            model_files_ = self._run_model_files(run_id, path)  # the store fills in the run's experiment
         elif files:
             if path is not None:
                 raise InvalidInputError("a path only makes sense with a run")
@@ -289,6 +287,7 @@ class Workspace:
             a for a in self.store.list_artifacts(run_id, wanted) if a.path == wanted or a.path.startswith(wanted + "/")
         ]
         if not found:
+            self.store.get_run(run_id)  # an unknown run is reported as such
             have = sorted(a.path for a in self.store.list_artifacts(run_id, None) if a.path.startswith("outputs/"))
             hint = f"; its outputs are: {', '.join(have[:10])}" if have else "; it has no outputs"
             raise NotFoundError(f"run {run_id} has no file or folder {wanted!r}{hint}")

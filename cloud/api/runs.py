@@ -13,9 +13,11 @@ from edgewise.cloud.api.bodies import (
     TagsBody,
 )
 from edgewise.cloud.api.deps import PageSize, PageToken, WorkspaceDep, page_json
-from edgewise.cloud.store.records import MetricKind, MetricPoint, RunStatus
-from fastapi import APIRouter, Query, Response
+from edgewise.cloud.api.metrics_codec import decode_points, encode_points
+from edgewise.cloud.store.records import RunStatus
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -81,21 +83,23 @@ def set_run_tags(run_id: str, body: TagsBody, workspace: WorkspaceDep) -> dict[s
     return workspace.set_run_tags(run_id, body.tags).to_dict()
 
 
-@router.post("/{run_id}/metrics", status_code=204, summary="Log a batch of metric points")
-def log_metrics(run_id: str, body: MetricsBody, workspace: WorkspaceDep) -> Response:
-    points = [
-        MetricPoint(
-            name=p.name, timestamp=p.timestamp, value=p.value, step=p.step, kind=MetricKind(p.kind), payload=p.payload
-        )
-        for p in body.points
-    ]
-    workspace.log_metrics(run_id, points)
+@router.post(
+    "/{run_id}/metrics",
+    status_code=204,
+    summary="Log a batch of metric points",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": MetricsBody.model_json_schema()}}}
+    },
+)
+async def log_metrics(run_id: str, request: Request, workspace: WorkspaceDep) -> Response:
+    points = decode_points(await request.body())
+    await run_in_threadpool(workspace.log_metrics, run_id, points)
     return Response(status_code=204)
 
 
-@router.get("/{run_id}/metrics", summary="Metric history of a run, in logging order")
-def get_metrics(run_id: str, workspace: WorkspaceDep, name: str | None = None) -> dict[str, Any]:
-    return {"metrics": [point.to_dict() for point in workspace.get_metrics(run_id, name)]}
+@router.get("/{run_id}/metrics", summary='Metric history of a run, in logging order: {"metrics": [MetricPoint]}')
+def get_metrics(run_id: str, workspace: WorkspaceDep, name: str | None = None) -> Response:
+    return Response(encode_points(workspace.get_metrics(run_id, name)), media_type="application/json")
 
 
 @router.post("/{run_id}/artifacts", status_code=204, summary="Attach uploaded blobs to a run as files")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -34,6 +35,9 @@ class MetricKind(enum.StrEnum):
     ROW = "row"
     TABLE = "table"
     IMAGE = "image"
+
+
+_KINDS = {kind.value: kind for kind in MetricKind}
 
 
 class _Record:
@@ -116,6 +120,29 @@ class MetricPoint(_Record):
     kind: MetricKind = MetricKind.SCALAR
     payload: Any = None
 
+    # Metric histories run to many thousands of points: these two skip the generic field walk.
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "timestamp": self.timestamp,
+            "value": self.value,
+            "step": self.step,
+            "kind": self.kind.value,
+            "payload": self.payload,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MetricPoint:
+        kind = data.get("kind")
+        return cls(
+            name=data["name"],
+            timestamp=data["timestamp"],
+            value=data.get("value"),
+            step=data.get("step"),
+            kind=_KINDS[kind] if kind else MetricKind.SCALAR,
+            payload=data.get("payload"),
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class Artifact(_Record):
@@ -174,11 +201,21 @@ def _now() -> float:
     return time.time()
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, _SCALARS) and not isinstance(value, enum.Enum):
+        return value
     if isinstance(value, enum.Enum):
         return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: _plain(getattr(value, name)) for name in _field_names(type(value))}
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -190,8 +227,13 @@ _NESTED: dict[str, type[_Record]] = {"spec": RunSpec, "git": GitInfo}
 _ENUMS: dict[str, type[enum.Enum]] = {"status": RunStatus, "kind": MetricKind}
 
 
+@functools.cache
+def _field_set(cls: type) -> frozenset[str]:
+    return frozenset(_field_names(cls))
+
+
 def _build(cls: type[_Record], data: Mapping[str, Any]) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = _field_set(cls)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in names:

@@ -149,3 +149,29 @@ def test_malformed_requests_are_400_not_500(http: httpx.Client) -> None:
     response = http.get(f"{API}/runs", params={"filter": "metrics.acc >>> 3"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_input"
     assert http.get(f"{API}/runs", params={"page_size": 0}).status_code == 400
+
+
+def test_metric_batches_are_checked_point_by_point(http: httpx.Client) -> None:
+    digest = upload(http, b"print('metrics')\n")
+    body = {
+        "experiment": "metric-checks",
+        "spec": {"script": "train.py"},
+        "snapshot": [{"path": "train.py", "digest": digest, "size": 17}],
+    }
+    run_id = http.post(f"{API}/runs", json=body).json()["id"]
+    good = {"name": "loss", "timestamp": 1.0, "value": 0.5, "step": 0}
+    for bad, words in [
+        ({"name": "loss", "timestamp": "yesterday", "value": 1}, "timestamp"),
+        ({"name": "", "timestamp": 1.0}, "name"),
+        ({"name": "loss", "timestamp": 1.0, "value": "high"}, "value"),
+        ({"name": "loss", "timestamp": 1.0, "step": 1.5}, "step"),
+        ({"name": "loss", "timestamp": 1.0, "kind": "histogram"}, "kind"),
+    ]:
+        response = http.post(f"{API}/runs/{run_id}/metrics", json={"points": [good, bad]})
+        assert response.status_code == 400, bad
+        message = response.json()["error"]["message"]
+        assert "points[1]" in message and words in message, message
+    assert http.post(f"{API}/runs/{run_id}/metrics", content=b"[1, 2").status_code == 400
+    assert http.post(f"{API}/runs/{run_id}/metrics", json={"points": [good]}).status_code == 204
+    assert http.get(f"{API}/runs/{run_id}/metrics").json()["metrics"][0]["value"] == 0.5
+    assert http.post(f"{API}/runs/ffffffffffffffff/metrics", json={"points": [good]}).status_code == 404
