@@ -227,9 +227,14 @@ _NESTED: dict[str, type[_Record]] = {"spec": RunSpec, "git": GitInfo}
 _ENUMS: dict[str, type[enum.Enum]] = {"status": RunStatus, "kind": MetricKind}
 
 
-@functools.cache
+_FIELD_SETS: dict[type, frozenset[str]] = {}
+
+
 def _field_set(cls: type) -> frozenset[str]:
-    return frozenset(_field_names(cls))
+    names = _FIELD_SETS.get(cls)
+    if names is None:
+        names = _FIELD_SETS[cls] = frozenset(_field_names(cls))
+    return names
 
 
 def _build(cls: type[_Record], data: Mapping[str, Any]) -> Any:

@@ -1,5 +1,9 @@
 """The Triton-style model repository on disk: `DIR/{model}/{version}/model.onnx` plus `config.json`.
 
+A version folder may hold a scoring script, `score.py`, instead of (or around) an ONNX model: it is served by
+the script backend when config.json says `"backend": "script"`, or when the folder has no model file but has
+`score.py`.
+
 config.json (every key optional):
 
     {
@@ -8,7 +12,8 @@ config.json (every key optional):
       "version_policy": {"latest": {"num_versions": 1}} | {"all": {}} | {"specific": {"versions": [1, 3]}},
       "input":  [{"name": "pixels", "onnx_name": "input"}],      # serve a graph tensor under another name
       "output": [{"name": "scores", "onnx_name": "probabilities"}],
-      "default_model_filename": "model.onnx",
+      "default_model_filename": "model.onnx",   # "score.py" when the backend is "script"
+      "backend": "onnxruntime" | "script",       # default: by the files in each version folder
       "warmup": true
     }
 """
@@ -16,6 +21,7 @@ config.json (every key optional):
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,8 @@ from typing import Any
 from edgewise.runtime.scoring.errors import ModelLoadError
 
 CONFIG_FILE = "config.json"
+SCRIPT_FILE = "score.py"
+BACKENDS = ("onnxruntime", "script")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,7 @@ class ModelConfig:
     output_names: dict[str, str] = field(default_factory=dict)
     model_filename: str = "model.onnx"
     warmup: bool = True
+    backend: str = ""  # "" picks by the files in each version folder; see `model_file`
 
 
 def _policy(raw: Any, where: Path) -> VersionPolicy:
@@ -92,6 +101,10 @@ def read_config(model_dir: Path) -> ModelConfig:
     max_batch = int(raw.get("max_batch_size", 0))
     if max_batch < 0:
         raise ModelLoadError(f"{path}: max_batch_size must be 0 or more")
+    backend = str(raw.get("backend", ""))
+    if backend and backend not in BACKENDS:
+        raise ModelLoadError(f"{path}: unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    default_file = SCRIPT_FILE if backend == "script" else "model.onnx"
     return ModelConfig(
         name=model_dir.name,
         max_batch_size=max_batch,
@@ -99,8 +112,9 @@ def read_config(model_dir: Path) -> ModelConfig:
         version_policy=_policy(raw.get("version_policy"), path),
         input_names=_renames(raw.get("input"), "input", path),
         output_names=_renames(raw.get("output"), "output", path),
-        model_filename=str(raw.get("default_model_filename", "model.onnx")),
+        model_filename=str(raw.get("default_model_filename", default_file)),
         warmup=bool(raw.get("warmup", True)),
+        backend=backend,
     )
 
 
@@ -111,18 +125,60 @@ class VersionOnDisk:
     signature: tuple[int, int]  # (mtime_ns, size) of the model file: a change means reload
 
 
+def model_file(version_dir: Path, config: ModelConfig) -> Path | None:
+    """The file a version is served from: the configured model file, else `score.py` unless a backend is set."""
+    configured = version_dir / config.model_filename
+    if configured.exists():
+        return configured
+    if not config.backend and (version_dir / SCRIPT_FILE).is_file():
+        return version_dir / SCRIPT_FILE
+    return None
+
+
+def is_script(path: Path, config: ModelConfig) -> bool:
+    """Whether the script backend serves this model file."""
+    return config.backend == "script" or (not config.backend and path.suffix == ".py")
+
+
+def _folder_signature(folder: Path) -> tuple[int, int]:
+    """Newest mtime and total size of a script version's files: a script reads its neighbours, so any change counts.
+
+    Byte-code caches and hidden files are left out, so that importing a helper module next to the script
+    does not look like a change.
+    """
+    newest, total = 0, 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__" and not d.startswith(".")]
+        for filename in filenames:
+            if filename.startswith("."):
+                continue
+            try:
+                stat = os.stat(os.path.join(dirpath, filename))
+            except FileNotFoundError:  # removed while we looked: the next scan sees the folder as it is then
+                continue
+            newest = max(newest, stat.st_mtime_ns)
+            total += stat.st_size
+    return newest, total
+
+
 def versions_on_disk(model_dir: Path, config: ModelConfig) -> list[VersionOnDisk]:
-    """Numeric version folders that hold the model file; anything else is ignored."""
+    """Numeric version folders that hold the model file (or a scoring script); anything else is ignored."""
     found = []
     for entry in model_dir.iterdir():
         if not entry.is_dir() or not entry.name.isdigit():
             continue
-        model_file = entry / config.model_filename
         try:
-            stat = model_file.stat()
+            path = model_file(entry, config)
+            if path is None:
+                continue
+            if is_script(path, config):
+                signature = _folder_signature(entry)
+            else:
+                stat = path.stat()
+                signature = (stat.st_mtime_ns, stat.st_size)
         except OSError:
             continue
-        found.append(VersionOnDisk(int(entry.name), model_file, (stat.st_mtime_ns, stat.st_size)))
+        found.append(VersionOnDisk(int(entry.name), path, signature))
     return sorted(found, key=lambda v: v.version)
 
 
