@@ -28,7 +28,7 @@ _LIVE = re.compile(r"edgewise workspace live on (http://127\.0\.0\.1:\d+) ")
 def start_service(work: Path, timeout: float) -> tuple[ServerProcess, str, str]:
     """`edgewise up` on a fresh data directory and any free port; ready once it prints its live line."""
     data = work / "data"
-    cmd = [str(EDGEWISE), "up", "--data", str(data), "--port", "0", "--host", "127.0.0.1"]
+    cmd = [str(EDGEWISE), "up", "--data", str(data), "--port", "0", "--host", "127.0.0.1", "--mqtt-port", "0"]
     server = ServerProcess("edgewise", cmd, work / "service.log", env=local_only_env({}))
     found: list[str] = []
 

@@ -1,4 +1,4 @@
-"""Composition root of `edgewise up`: store, blobs, runner, HTTP API, and their start and stop."""
+"""Composition root of `edgewise up`: store, blobs, runner, MQTT broker, HTTP API, and their start and stop."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pathlib import Path
 import uvicorn
 from edgewise.cloud.api import create_app
 from edgewise.cloud.auth import ensure_token
+from edgewise.cloud.broker import BrokerManager, parse_broker
+from edgewise.cloud.errors import WorkspaceError
 from edgewise.cloud.runs.environments import EnvironmentCache
 from edgewise.cloud.runs.runner import LocalRunner
 from edgewise.cloud.store.blobs import BlobStore
@@ -45,10 +47,17 @@ def serve(
     port: int = 8080,
     db_url: str | None = None,
     max_concurrent_runs: int | None = None,
+    broker: str = "auto",
+    mqtt_port: int = 1883,
 ) -> None:
     """Run the workspace service until SIGINT or SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data_dir = data_dir.expanduser().resolve()
+    try:
+        broker_settings = parse_broker(broker, host=host, port=mqtt_port)
+    except WorkspaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     token = ensure_token(data_dir)
     workspace = build_workspace(data_dir=data_dir, db_url=db_url)
     listener = _listen(host, port)
@@ -64,20 +73,39 @@ def serve(
         token=token,
     )
     workspace.attach_runner(runner)
+    mqtt = BrokerManager(settings=broker_settings, data_dir=data_dir)
+    startup_errors: list[WorkspaceError] = []
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runner.start()
-        print(f"edgewise workspace live on {url} (data: {data_dir})", flush=True)
         try:
+            await mqtt.start()
+        except WorkspaceError as exc:
+            startup_errors.append(exc)
+            workspace.store.close()
+            raise
+        print(f"edgewise MQTT broker: {mqtt.describe()}", flush=True)
+        try:
+            runner.start()
+            print(f"edgewise workspace live on {url} (data: {data_dir})", flush=True)
             yield
         finally:
-            runner.stop(reason=SHUTDOWN_REASON)
-            workspace.store.close()
+            try:
+                runner.stop(reason=SHUTDOWN_REASON)
+                workspace.store.close()
+            finally:
+                await mqtt.stop()
 
     app = create_app(workspace=workspace, token=token, lifespan=lifespan)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[listener])
+    try:
+        uvicorn.Server(config).run(sockets=[listener])
+    except SystemExit:
+        if not startup_errors:
+            raise
+    if startup_errors:
+        print(f"error: {startup_errors[0]}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def _listen(host: str, port: int) -> socket.socket:

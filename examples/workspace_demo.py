@@ -27,10 +27,10 @@ def workspace(data: Path) -> Iterator[dict[str, str]]:
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
     log = data.parent / "workspace.log"
-    print(f"$ edgewise up --data {data.relative_to(ROOT)} --port 0")
+    print(f"$ edgewise up --data {data.relative_to(ROOT)} --port 0 --mqtt-port 0")
     with log.open("wb") as out:
         service = subprocess.Popen(
-            [EDGEWISE, "up", "--data", str(data), "--port", "0"],
+            [EDGEWISE, "up", "--data", str(data), "--port", "0", "--mqtt-port", "0"],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

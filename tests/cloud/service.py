@@ -91,7 +91,8 @@ def start_workspace(data_dir: Path, *args: str, port: int = 0) -> WorkspaceProce
     """Start `edgewise up` on `data_dir` (extra CLI `args`), on `port` (0: any free port)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-service.log"
-    argv = [EDGEWISE, "up", "--data", str(data_dir), "--host", HOST, "--port", str(port), *args]
+    # The broker also takes a free port unless `args` names one (the last value of an option wins).
+    argv = [EDGEWISE, "up", "--data", str(data_dir), "--host", HOST, "--port", str(port), "--mqtt-port", "0", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "no_proxy": "*"}
     offset = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as out:
