@@ -53,7 +53,7 @@ def _point(data: Any) -> MetricPoint:
     kind = data.get("kind", "scalar")
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {', '.join(_KINDS)}")
-    return MetricPoint(
+    return MetricPoint.checked(
         name=name, timestamp=float(timestamp), value=value, step=step, kind=_KINDS[kind], payload=data.get("payload")
     )
 

@@ -59,22 +59,25 @@ class SqlMetrics:
 
     def get_metrics(self, run_id: str, name: str | None = None) -> list[MetricPoint]:
         """Every point of a run (or of one metric), in logging order."""
-        stmt = sa.select(metrics).where(metrics.c.run_id == run_id).order_by(metrics.c.id)
+        columns = (metrics.c.name, metrics.c.timestamp, metrics.c.value, metrics.c.step, metrics.c.kind)
+        stmt = sa.select(*columns, metrics.c.payload).where(metrics.c.run_id == run_id).order_by(metrics.c.id)
         if name is not None:
             stmt = stmt.where(metrics.c.name == name)
         with self._db.read() as conn:
             require_run(conn, run_id)
-            rows = conn.execute(stmt).all()
+            rows = conn.execute(stmt).tuples().all()
+        kinds = {kind.value: kind for kind in MetricKind}
+        build = MetricPoint.checked
         return [
-            MetricPoint(
-                name=r.name,
-                timestamp=r.timestamp,
-                value=r.value,
-                step=r.step,
-                kind=MetricKind(r.kind),
-                payload=loads(r.payload),
+            build(
+                name=name_,
+                timestamp=timestamp,
+                value=value,
+                step=step,
+                kind=kinds[kind],
+                payload=None if payload is None else loads(payload),
             )
-            for r in rows
+            for name_, timestamp, value, step, kind, payload in rows
         ]
 
 
