@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports proto proto-check bench clean FORCE
+.PHONY: demo test check lint typecheck imports proto proto-check bench bench-tracking clean FORCE
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "edgewise needs Python 3.11 or newer"'
@@ -51,6 +51,9 @@ proto-check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/scoring.py
+
+bench-tracking: $(STAMP)
+	$(BIN)/python bench/tracking.py
 
 clean:
 	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache

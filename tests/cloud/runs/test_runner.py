@@ -141,7 +141,8 @@ out = pathlib.Path("outputs")
 (out / "sub" / "notes.txt").write_text("hello")
 (out / "leak").symlink_to("/etc/hostname")
 (out / "inside").symlink_to("../data.txt")
-env = {k: v for k, v in os.environ.items() if k.startswith("EDGEWISE_") or k in ("PYTHONUNBUFFERED", "MY_VAR")}
+ours = lambda k: k.startswith("EDGEWISE_") and not k.startswith("EDGEWISE_TEST_")
+env = {k: v for k, v in os.environ.items() if ours(k) or k in ("PYTHONUNBUFFERED", "MY_VAR")}
 (out / "env.json").write_text(json.dumps({"env": env, "argv": sys.argv[1:], "cwd": os.getcwd()}))
 print("trained")
 print("a warning", file=sys.stderr)
