@@ -6,26 +6,31 @@ One keep-alive connection pool per client; errors sent by the service come back 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import tarfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import orjson
 from edgewise.cloud.errors import (
+    InvalidInputError,
     WorkspaceError,
     error_from_payload,
 )
 from edgewise.cloud.names import check_relpath
 from edgewise.cloud.sdk.transfer import digest_file, download_to, model_files, unreachable
 from edgewise.cloud.store.records import (
+    Activity,
     Artifact,
     Experiment,
     FileEntry,
+    Image,
     MetricPoint,
     ModelReference,
     ModelVersion,
@@ -34,10 +39,14 @@ from edgewise.cloud.store.records import (
     RunStatus,
 )
 
+if TYPE_CHECKING:
+    from edgewise.cloud.images.oci import Descriptor, OciImage
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_MAX_SNAPSHOT_BYTES = 300 * 2**20  # the limits of edgewise.cloud.runs.snapshot, without importing it
 DEFAULT_MAX_SNAPSHOT_FILES = 2000
 _PAGE_SIZE = 1000
+EXPORT_FORMATS = ("oci", "oci-archive", "docker-archive")
 _JSON = {"content-type": "application/json"}
 
 R = TypeVar("R")
@@ -383,6 +392,184 @@ class Client:
         data = self._json("GET", f"models/{name}/versions/{version}/references")
         return [_reference(r) for r in data["references"]]
 
+    # -- images and activities -------------------------------------------------------------------------------
+
+    def build_image(
+        self,
+        *,
+        name: str,
+        model: str,
+        model_version: int | None = None,
+        score: Path | None = None,
+        requirements: Path | None = None,
+        base: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Activity:
+        """Ask the service to build image `name` of a model version; answers the build's activity (queued).
+
+        `score` is the scoring script (shipped as score.py), `requirements` a pip requirements file recorded with
+        it, `base` an image to build on: `oci:DIR[:REF]` or a layout folder, `oci-archive:FILE[:REF]`, or
+        `docker://host:port/repo:tag`. The base image's blobs are uploaded first, those the service lacks only.
+        """
+        body: dict[str, Any] = {"name": name, "model": model, "tags": dict(tags or {})}
+        if model_version is not None:
+            body["model_version"] = int(model_version)
+        if score is not None:
+            body["scoring_files"] = [e.to_dict() for e in self.upload_files({"score.py": Path(score)})]
+        if requirements is not None:
+            body["requirements"] = Path(requirements).read_text()
+        if base is not None:
+            body["base"] = {"manifest_digest": self._upload_base_image(base), "name": base}
+        return _activity(self._json("POST", "images", json=body))
+
+    def _upload_base_image(self, base: str) -> str:
+        with _open_base(base) as (image, manifest):
+            descriptors: dict[str, Descriptor] = {}
+            for descriptor in (manifest, image.config_descriptor, *image.layers):
+                descriptors.setdefault(descriptor.digest, descriptor)
+            missing = self._json("POST", "blobs/missing", json={"digests": sorted(descriptors)})["missing"]
+            for digest in missing:
+                descriptor = descriptors[digest]
+                with image.blobs.open_blob(descriptor) as reader:
+                    chunks = iter(lambda: reader.read(1 << 20), b"")
+                    headers = {"content-type": "application/octet-stream", "content-length": str(descriptor.size)}
+                    self._request("PUT", f"blobs/{digest}", content=chunks, headers=headers)
+                    reader.read_to_end()
+            return manifest.digest
+
+    def get_activity(self, activity_id: str) -> Activity:
+        return _activity(self._json("GET", f"activities/{activity_id}"))
+
+    def list_activities(
+        self, *, kind: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[Activity]:
+        """Activities, newest first."""
+        return self._pages("activities", {"kind": kind, "status": status}, _activity, limit)
+
+    def wait_activity(
+        self,
+        activity_id: str,
+        *,
+        timeout: float | None = None,
+        poll: float = 0.5,
+        progress: Callable[[Activity], None] | None = None,
+    ) -> Activity:
+        """Poll until the activity has ended (calling `progress` with each state); TimeoutError after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            activity = self.get_activity(activity_id)
+            if progress is not None:
+                progress(activity)
+            if activity.status.terminal:
+                return activity
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"activity {activity_id} is still {activity.status} after {timeout}s")
+            time.sleep(poll)
+
+    def get_image(self, name: str, version: int | None = None) -> Image:
+        return _image(self._json("GET", f"images/{name}/versions/{_version(version)}"))
+
+    def list_images(
+        self, *, name: str | None = None, tags: Mapping[str, str | None] | None = None, limit: int | None = None
+    ) -> list[Image]:
+        """Images, newest first; `tags` maps a key to a value it must have, or None for any value."""
+        params: dict[str, Any] = {"name": name}
+        if tags:
+            params["tag"] = [key if value is None else f"{key}={value}" for key, value in tags.items()]
+        return self._pages("images", params, _image, limit)
+
+    def delete_image(self, name: str, version: int) -> None:
+        self._request("DELETE", f"images/{name}/versions/{version}")
+
+    def image_references(self, name: str, version: int) -> list[ModelReference]:
+        data = self._json("GET", f"images/{name}/versions/{version}/references")
+        return [_reference(r) for r in data["references"]]
+
+    def export_image(
+        self, name: str, version: int | None = None, *, format: str, dest: Path, ref_name: str | None = None
+    ) -> Path:
+        """Write an image locally as an OCI layout folder (`oci`), an OCI archive or a docker-archive.
+
+        The blobs are fetched (and checked against their digests) into a scratch store beside `dest`, then the
+        image library writes the chosen format, so what lands at `dest` is what a build would have written.
+        """
+        import tempfile
+
+        from edgewise.cloud.images import write_docker_archive, write_layout, write_oci_archive
+        from edgewise.cloud.store.blobs import BlobStore
+
+        if format not in EXPORT_FORMATS:
+            raise InvalidInputError(f"unknown image format {format!r}; use one of {', '.join(EXPORT_FORMATS)}")
+        image = self.get_image(name, version)
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.export-") as scratch:
+            store = BlobStore(root=Path(scratch))
+            built = self._fetch_image(store, image)
+            if format == "oci":
+                write_layout(store, built, dest, ref_name=ref_name)
+            elif format == "oci-archive":
+                write_oci_archive(store, built, dest, ref_name=ref_name)
+            else:
+                write_docker_archive(store, built, dest, repo_tags=[ref_name] if ref_name else None)
+        return dest
+
+    def push_image(
+        self,
+        name: str,
+        version: int | None = None,
+        *,
+        target: str,
+        username: str | None = None,
+        password: str | None = None,
+        progress: Callable[[Any], None] | None = None,
+    ) -> str:
+        """Push an image to an external registry (`host:port/repo[:tag]`, the tag defaulting to the version):
+        its blobs come from the workspace (checked against their digests) and only those the registry lacks are
+        uploaded. Answers the pushed manifest digest."""
+        import tempfile
+
+        from edgewise.cloud.images.distribution import parse_reference, push_image
+        from edgewise.cloud.store.blobs import BlobStore
+
+        image = self.get_image(name, version)
+        ref = parse_reference(target)
+        if ref.tag is None and ref.digest is None:
+            target = f"{target}:{image.version}"
+        with tempfile.TemporaryDirectory(prefix=".edgewise-push-") as scratch:
+            store = BlobStore(root=Path(scratch))
+            built = self._fetch_image(store, image)
+            return push_image(
+                blobs=store,
+                manifest=built.manifest,
+                target=target,
+                username=username,
+                password=password,
+                progress=progress,
+            )
+
+    def _fetch_image(self, store: Any, image: Image) -> Any:
+        """Every blob of `image` into the scratch `store`; answers the library's view of the image."""
+        from edgewise.cloud.image_registry import stored_image
+
+        self._fetch_blob(store, image.manifest_digest)
+        manifest = orjson.loads(store.path(image.manifest_digest).read_bytes())
+        for descriptor in [manifest.get("config") or {}, *(manifest.get("layers") or [])]:
+            self._fetch_blob(store, str(descriptor.get("digest")))
+        return stored_image(store, image)
+
+    def _fetch_blob(self, store: Any, digest: str) -> None:
+        if store.exists(digest):
+            return
+        try:
+            with self._http.stream("GET", f"blobs/{digest}") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                store.put_stream(response.iter_bytes(1 << 20), expected_digest=digest)
+        except httpx.TransportError as exc:
+            raise unreachable(self.url, exc) from exc
+
 
 def _error(response: httpx.Response) -> WorkspaceError:
     try:
@@ -420,3 +607,67 @@ def _reference(data: Mapping[str, Any]) -> ModelReference:
 
 def _version(version: int | None) -> str:
     return "latest" if version is None else str(int(version))
+
+
+def _activity(data: Any) -> Activity:
+    return Activity.from_dict(data)
+
+
+def _image(data: Any) -> Image:
+    image: Image = Image.from_dict(data)
+    return image
+
+
+@contextlib.contextmanager
+def _open_base(text: str) -> Iterator[tuple[OciImage, Descriptor]]:
+    """The base image named on the command line and its manifest descriptor (the blobs are read lazily)."""
+    from edgewise.cloud.images import LayoutDir, OciArchive, load_image
+    from edgewise.cloud.images.unpack import select_manifest
+
+    if text.startswith("docker://"):
+        try:
+            from edgewise.cloud.images.distribution import RegistryBlobs, pull_image
+        except ImportError:
+            raise InvalidInputError("registry base images are not supported yet") from None
+        image = pull_image(source=text)
+        if not isinstance(image.blobs, RegistryBlobs):  # pragma: no cover - pull_image reads from the registry
+            raise InvalidInputError(f"cannot read the base image {text}")
+        yield image, image.blobs.fetch_manifest(image.manifest_digest)
+        return
+    kind, path, ref = _base_location(text)
+    if kind == "oci" or (kind == "" and path.is_dir()):
+        layout = LayoutDir(path=path)
+        descriptor = select_manifest(layout.read_file("index.json"), ref, where=str(path))
+        yield load_image(layout, descriptor), descriptor
+        return
+    if not path.is_file():
+        raise InvalidInputError(f"no OCI layout folder or OCI archive at {path} (base image {text!r})")
+    with OciArchive(path=path) as archive, tarfile.open(path, mode="r:*") as tar:
+        index = _archive_index(tar, path)
+        descriptor = select_manifest(index, ref, where=str(path))
+        yield load_image(archive, descriptor), descriptor
+
+
+def _base_location(text: str) -> tuple[str, Path, str | None]:
+    """`oci:DIR[:REF]`, `oci-archive:FILE[:REF]` or a plain path: the transport, the path and the ref name."""
+    for kind in ("oci-archive", "oci"):
+        if text.startswith(kind + ":"):
+            rest = text[len(kind) + 1 :]
+            path, sep, ref = rest.rpartition(":")
+            if sep and path and "/" not in ref:
+                return kind, Path(path), ref or None
+            return kind, Path(rest), None
+    return "", Path(text), None
+
+
+def _archive_index(tar: tarfile.TarFile, path: Path) -> bytes:
+    from edgewise.cloud.images.oci import MAX_JSON_BYTES
+
+    for member in tar:
+        if member.isfile() and member.name.lstrip("./") == "index.json":
+            if member.size > MAX_JSON_BYTES:
+                break
+            stream = tar.extractfile(member)
+            if stream is not None:
+                return stream.read()
+    raise InvalidInputError(f"{path} is not an OCI archive: it has no usable index.json")

@@ -87,11 +87,13 @@ def serve(
         print(f"edgewise MQTT broker: {mqtt.describe()}", flush=True)
         try:
             runner.start()
+            workspace.images.start()
             print(f"edgewise workspace live on {url} (data: {data_dir})", flush=True)
             yield
         finally:
             try:
                 runner.stop(reason=SHUTDOWN_REASON)
+                workspace.images.stop()
                 workspace.store.close()
             finally:
                 await mqtt.stop()

@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from edgewise.cloud import model_files
 from edgewise.cloud.errors import ConflictError, InvalidInputError, NotFoundError
+from edgewise.cloud.image_registry import ImageRegistry
 from edgewise.cloud.names import check_name, check_relpath
 from edgewise.cloud.runs.runner import LocalRunner, RunJob, stop_orphan
 from edgewise.cloud.store.blobs import BlobStore
@@ -43,6 +44,7 @@ class Workspace:
         self.blobs = blobs
         self.data_dir = data_dir
         self.runner: LocalRunner | None = None
+        self.images = ImageRegistry(store=store, blobs=blobs, data_dir=data_dir)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -60,6 +62,7 @@ class Workspace:
         failed = self.store.fail_unfinished_runs(INTERRUPTED)
         for run_id in failed:
             log.warning("run %s was in flight when the service stopped; marked failed", run_id)
+        self.images.recover()
         return failed
 
     # -- blobs -----------------------------------------------------------------------------------------------

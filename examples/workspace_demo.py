@@ -67,6 +67,19 @@ def edgewise(env: dict[str, str], *args: str, capture: bool = False) -> str:
     return result.stdout if capture else ""
 
 
+def package_image(env: dict[str, str], work: Path) -> None:
+    """Build an OCI image of digits-logreg, show it, and export it as an OCI archive (inspected by skopeo)."""
+    print()
+    edgewise(env, "image", "build", "--model", "digits-logreg", "--name", "digits-logreg", "--tag", "demo=yes")
+    edgewise(env, "image", "show", "digits-logreg")
+    archive = work / "digits-logreg-image.tar"
+    edgewise(env, "image", "export", "digits-logreg", "--format", "oci-archive", "-o", str(archive))
+    skopeo = shutil.which("skopeo")
+    if skopeo is not None:
+        print(f"$ skopeo inspect oci-archive:{archive}")
+        subprocess.run([skopeo, "inspect", f"oci-archive:{archive}"], check=True)
+
+
 def train_and_register(work: Path, model_dir: Path) -> None:
     """Train in the workspace, register the best run's model, and download it into `model_dir`."""
     with workspace(work / "workspace") as env:
@@ -106,6 +119,7 @@ def train_and_register(work: Path, model_dir: Path) -> None:
         )
         edgewise(env, "model", "list", "--tag", "dataset")
         edgewise(env, "model", "show", "digits-logreg")
+        package_image(env, work)
         shutil.rmtree(model_dir, ignore_errors=True)
         edgewise(env, "model", "download", "digits-logreg", "--to", str(model_dir))
         print()

@@ -6,9 +6,11 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from edgewise.cloud.api import blobs, experiments, models, runs
+from edgewise.cloud.api import activities, blobs, experiments, images, models, runs
+from edgewise.cloud.api.registry_v2 import create_registry_router
 from edgewise.cloud.api.security import BearerToken
 from edgewise.cloud.errors import InvalidInputError, WorkspaceError, error_payload
+from edgewise.cloud.image_registry import RegistryImages
 from edgewise.cloud.workspace import Workspace
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,8 +36,14 @@ def create_app(
     )
     app.state.workspace = workspace
     secured = [Depends(BearerToken(token=token))]
-    for module in (blobs, experiments, runs, models):
+    for module in (blobs, experiments, runs, models, images, activities):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=secured)
+
+    # The OCI distribution pull API at /v2/: it checks its own credentials (bearer token, or basic auth with the
+    # token as password) and answers errors in the distribution spec's shape.
+    app.include_router(
+        create_registry_router(resolver=RegistryImages(store=workspace.store), blobs=workspace.blobs, token=token)
+    )
 
     @app.get(f"{API_PREFIX}/health", tags=["service"], summary="Liveness; needs no token")
     async def health() -> dict[str, Any]:

@@ -261,3 +261,60 @@ def _build(cls: type[_Record], data: Mapping[str, Any]) -> Any:
             value = [FileEntry.from_dict(v) for v in value]
         kwargs[key] = value
     return cls(**kwargs)
+
+
+class ActivityStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ActivityStatus.SUCCEEDED, ActivityStatus.FAILED)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Activity(_Record):
+    """A long operation of the service (an image build): clients poll it for progress and its outcome."""
+
+    id: str
+    kind: str  # "image-build"
+    status: ActivityStatus
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    progress: float = 0.0  # 0..1
+    message: str | None = None  # what it is doing now, or how it ended
+    error: str | None = None  # why it failed
+    result: str | None = None  # what it made, e.g. the image reference NAME:VERSION
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Activity:
+        # Built by hand: the generic builder reads every `status` field as a RunStatus.
+        values = {k: v for k, v in data.items() if k in _field_set(cls)}
+        values["status"] = ActivityStatus(values["status"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Image(_Record):
+    """A built OCI image of model versions: versions count up per image name, as for models."""
+
+    name: str
+    version: int
+    created_at: float
+    manifest_digest: str
+    config_digest: str
+    size: int  # bytes of the manifest, the config and the compressed layers
+    media_type: str  # of the manifest
+    model_digest: str | None = None
+    models: list[str] = field(default_factory=list)  # the model versions inside, as NAME:VERSION
+    activity_id: str | None = None  # the build that made it
+    base: str | None = None  # how the base image was named, when there is one
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"

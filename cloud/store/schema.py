@@ -146,14 +146,79 @@ model_tags = sa.Table(
     sa.Index(None, "key"),
 )
 
-# What uses a model version (images, deployments). An active "deployment" reference forbids deleting it.
+# Long operations (image builds): status, progress and outcome, polled by clients.
+activities = sa.Table(
+    "activities",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("started_at", TIME, nullable=True),
+    sa.Column("ended_at", TIME, nullable=True),
+    sa.Column("progress", sa.Float, nullable=False),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("result", KEY, nullable=True),
+    sa.Column("parameters", sa.Text, nullable=False),
+    sa.Index(None, "status"),
+    sa.Index(None, "created_at"),
+)
+
+# One row per image name, with its version counter (as `registered_models` for models).
+image_repositories = sa.Table(
+    "image_repositories",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", NAME, nullable=False, unique=True),
+    sa.Column("last_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", TIME, nullable=False),
+)
+
+images = sa.Table(
+    "images",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("repository_id", sa.Integer, sa.ForeignKey("image_repositories.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("manifest_digest", sa.String(80), nullable=False),
+    sa.Column("config_digest", sa.String(80), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("media_type", sa.String(128), nullable=False),
+    sa.Column("model_digest", sa.String(80), nullable=True),
+    sa.Column("models", sa.Text, nullable=False),
+    sa.Column("activity_id", ID, sa.ForeignKey("activities.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("base", sa.Text, nullable=True),
+    sa.UniqueConstraint("repository_id", "version"),
+    sa.Index(None, "created_at"),
+    sa.Index(None, "manifest_digest"),
+)
+
+image_tags = sa.Table(
+    "image_tags",
+    metadata,
+    sa.Column("image_id", sa.Integer, sa.ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("key", KEY, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Index(None, "key"),
+)
+
+# What uses a model version or an image: exactly one of `version_id` and `image_id` is set. An image records
+# kind "image" on each model version it holds (informational); an active "deployment" reference forbids
+# deleting the model version or image it points at.
 model_references = sa.Table(
     "model_references",
     metadata,
-    sa.Column("version_id", sa.Integer, sa.ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("kind", sa.String(32), primary_key=True),
-    sa.Column("ref", KEY, primary_key=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("model_versions.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("image_id", sa.Integer, sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("ref", KEY, nullable=False),
     sa.Column("active", sa.Boolean, nullable=False),
     sa.Column("created_at", TIME, nullable=False),
+    sa.UniqueConstraint("version_id", "kind", "ref"),
+    sa.UniqueConstraint("image_id", "kind", "ref"),
+    sa.CheckConstraint("(version_id IS NULL) <> (image_id IS NULL)", name="ck_model_references_one_target"),
     sa.Index(None, "kind", "ref"),
 )

@@ -38,6 +38,8 @@ from edgewise.cloud.store.schema import (
     runs,
     snapshot_files,
 )
+from edgewise.cloud.store.sql_activities import SqlActivities
+from edgewise.cloud.store.sql_images import SqlImages
 from edgewise.cloud.store.sql_metrics import SqlMetrics, require_run
 from edgewise.cloud.store.sql_models import SqlModelRegistry
 from edgewise.cloud.store.values import check_files, check_tags, dumps, loads, new_id, now
@@ -55,8 +57,8 @@ _RUN_COUNT = (
 )
 
 
-class SqlStore(SqlMetrics, SqlModelRegistry):
-    """The workspace's metadata: experiments, runs, metrics, artifacts and the model registry."""
+class SqlStore(SqlMetrics, SqlModelRegistry, SqlImages, SqlActivities):
+    """The workspace's metadata: experiments, runs, metrics, artifacts, the model and image registries, activities."""
 
     def __init__(self, *, database: Database) -> None:
         self._db = database
@@ -309,6 +311,12 @@ class SqlStore(SqlMetrics, SqlModelRegistry):
             require_run(conn, run_id)
             return [_artifact_record(r._mapping) for r in conn.execute(stmt)]
 
+    def artifacts_under(self, run_id: str, path: str) -> list[Artifact]:
+        """The file `path` of a run, or every file in the folder `path`; [] for an unknown run or path."""
+        with self._db.read() as conn:
+            rows = conn.execute(_ARTIFACTS_UNDER, {"run_id": run_id, "exact": path, "lo": path + "/", "hi": path + "0"})
+            return [_artifact_record(r._mapping) for r in rows]
+
     def get_artifact(self, run_id: str, path: str) -> Artifact:
         with self._db.read() as conn:
             require_run(conn, run_id)
@@ -318,6 +326,20 @@ class SqlStore(SqlMetrics, SqlModelRegistry):
         if row is None:
             raise NotFoundError(f"run {run_id} has no file {path!r}")
         return _artifact_record(row._mapping)
+
+
+# Folder contents as a range ("0" sorts right after "/"), so the statement is built once and uses the index.
+_ARTIFACTS_UNDER = (
+    sa.select(artifacts)
+    .where(
+        artifacts.c.run_id == sa.bindparam("run_id"),
+        sa.or_(
+            artifacts.c.path == sa.bindparam("exact"),
+            sa.and_(artifacts.c.path > sa.bindparam("lo"), artifacts.c.path < sa.bindparam("hi")),
+        ),
+    )
+    .order_by(artifacts.c.path)
+)
 
 
 def _page(items: list[Any], offset: int, size: int) -> Page[Any]:

@@ -9,6 +9,7 @@ deleted versions are never handed out again.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,8 +34,34 @@ _VERSION_SELECT = sa.select(model_versions, registered_models.c.name.label("mode
 )
 
 
+@dataclass(frozen=True)
+class _RegisterStatements:
+    """Built once per store: registrations then only bind values (building statements cost more than running them)."""
+
+    run_experiment: Any
+    ensure_model: Any
+    bump_version: Any
+    insert_version: Any
+
+
 class SqlModelRegistry:
     _db: Database
+    _register_cache: _RegisterStatements | None = None
+
+    def _register_statements(self) -> _RegisterStatements:
+        if self._register_cache is None:
+            self._register_cache = _RegisterStatements(
+                run_experiment=sa.select(experiments.c.name)
+                .join(runs, runs.c.experiment_id == experiments.c.id)
+                .where(runs.c.id == sa.bindparam("run_id")),
+                ensure_model=self._db.insert(registered_models).on_conflict_do_nothing(index_elements=["name"]),
+                bump_version=sa.update(registered_models)
+                .where(registered_models.c.name == sa.bindparam("model_name"))
+                .values(last_version=registered_models.c.last_version + 1)
+                .returning(registered_models.c.id, registered_models.c.last_version),
+                insert_version=model_versions.insert().returning(model_versions.c.id),
+            )
+        return self._register_cache
 
     def register_model(
         self,
@@ -58,39 +85,29 @@ class SqlModelRegistry:
         props = check_tags(properties, kind="property name")
         check_key("model format", format)
         stamp = now()
+        statements = self._register_statements()
         with self._db.write() as conn:
             if run_id is not None:
-                row = conn.execute(
-                    sa.select(experiments.c.name)
-                    .join(runs, runs.c.experiment_id == experiments.c.id)
-                    .where(runs.c.id == run_id)
-                ).first()
+                row = conn.execute(statements.run_experiment, {"run_id": run_id}).first()
                 if row is None:
                     raise NotFoundError(f"no run {run_id!r} to register model {name!r} from")
                 experiment = experiment or str(row.name)
-            insert = self._db.insert(registered_models).values(name=name, last_version=0, created_at=stamp)
-            conn.execute(insert.on_conflict_do_nothing(index_elements=["name"]))
-            model_id, version = conn.execute(
-                sa.update(registered_models)
-                .where(registered_models.c.name == name)
-                .values(last_version=registered_models.c.last_version + 1)
-                .returning(registered_models.c.id, registered_models.c.last_version)
-            ).one()
+            conn.execute(statements.ensure_model, {"name": name, "last_version": 0, "created_at": stamp})
+            model_id, version = conn.execute(statements.bump_version, {"model_name": name}).one()
             version_id = conn.execute(
-                model_versions.insert()
-                .values(
-                    model_id=model_id,
-                    version=version,
-                    created_at=stamp,
-                    format=format,
-                    framework=framework,
-                    description=description,
-                    files=dumps([f.to_dict() for f in checked_files], what="the model files"),
-                    run_id=run_id,
-                    experiment=experiment,
-                    properties=dumps(props, what="the model properties"),
-                )
-                .returning(model_versions.c.id)
+                statements.insert_version,
+                {
+                    "model_id": model_id,
+                    "version": version,
+                    "created_at": stamp,
+                    "format": format,
+                    "framework": framework,
+                    "description": description,
+                    "files": dumps([f.to_dict() for f in checked_files], what="the model files"),
+                    "run_id": run_id,
+                    "experiment": experiment,
+                    "properties": dumps(props, what="the model properties"),
+                },
             ).scalar_one()
             if checked_tags:
                 conn.execute(

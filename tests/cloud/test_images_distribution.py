@@ -1,0 +1,110 @@
+"""Images leave the workspace: skopeo reads them from the service's own /v2/, and `edgewise image push` sends them
+to CNCF Distribution (with and without basic auth), uploading only the blobs the registry lacks."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from examples.models import matmul_model
+from tests.cloud.cli.cli import edgewise, edgewise_json
+from tests.cloud.registry.support import REGISTRY_PASSWORD, REGISTRY_USER, DockerRegistry, skopeo
+from tests.cloud.service import WorkspaceProcess
+
+
+@pytest.fixture(scope="module")
+def image(workspace: WorkspaceProcess, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, object]]:
+    """A built image of a registered model: (image name, `image show` as JSON)."""
+    suffix = uuid.uuid4().hex[:8]
+    model = matmul_model(tmp_path_factory.mktemp("model") / "model.onnx")
+    edgewise("model", "register", "--name", f"m-{suffix}", "--file", str(model), env=workspace.env)
+    name = f"img-{suffix}"
+    edgewise("image", "build", "--model", f"m-{suffix}", "--name", name, env=workspace.env)
+    return name, edgewise_json("image", "show", name, env=workspace.env)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
+    server = DockerRegistry(root=tmp_path_factory.mktemp("registry"), auth=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
+    server = DockerRegistry(root=tmp_path_factory.mktemp("auth-registry"), auth=True).start()
+    yield server
+    server.stop()
+
+
+def test_skopeo_reads_images_from_the_workspace(
+    workspace: WorkspaceProcess, image: tuple[str, dict[str, object]], tmp_path: Path
+) -> None:
+    name, shown = image
+    host = workspace.url.removeprefix("http://")
+    creds = f"--creds=edgewise:{workspace.token}"
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false", creds, f"docker://{host}/{name}:1"))
+    assert inspected["Digest"] == shown["manifest_digest"]
+    assert inspected["Labels"]["io.edgewise.model.name"].startswith("m-")
+    latest = json.loads(skopeo("inspect", "--tls-verify=false", creds, f"docker://{host}/{name}:latest"))
+    assert latest["Digest"] == shown["manifest_digest"]
+    skopeo(
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        f"edgewise:{workspace.token}",
+        f"docker://{host}/{name}:1",
+        f"oci:{tmp_path / 'copy'}:copied",
+    )
+    assert (tmp_path / "copy" / "index.json").exists()
+
+
+def test_the_workspace_registry_needs_the_token(workspace: WorkspaceProcess, image: tuple[str, object]) -> None:
+    import httpx
+
+    with httpx.Client(trust_env=False) as client:
+        response = client.get(f"{workspace.url}/v2/{image[0]}/manifests/1")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Basic")
+
+
+def test_push_to_a_registry_skips_what_it_has(
+    workspace: WorkspaceProcess, image: tuple[str, dict[str, object]], registry: DockerRegistry
+) -> None:
+    name, shown = image
+    target = f"{registry.host}/team/{name}"
+    first = edgewise("image", "push", f"{name}:1", "--to", target, env=workspace.env)
+    assert first.stdout.strip() == shown["manifest_digest"]
+    assert "0 already there" in first.stderr
+    again = edgewise("image", "push", f"{name}:1", "--to", f"{target}:again", env=workspace.env)
+    assert "0 blob(s) uploaded" in again.stderr
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{target}:1"))
+    assert inspected["Digest"] == shown["manifest_digest"]
+
+
+def test_push_with_basic_auth(
+    workspace: WorkspaceProcess, image: tuple[str, dict[str, object]], auth_registry: DockerRegistry
+) -> None:
+    name, shown = image
+    target = f"{auth_registry.host}/{name}:v1"
+    refused = edgewise("image", "push", f"{name}:1", "--to", target, env=workspace.env, expect=1)
+    assert "error:" in refused.stderr
+    pushed = edgewise(
+        "image",
+        "push",
+        f"{name}:1",
+        "--to",
+        target,
+        "--username",
+        REGISTRY_USER,
+        "--password-stdin",
+        env=workspace.env,
+        stdin=REGISTRY_PASSWORD + "\n",
+    )
+    assert pushed.stdout.strip() == shown["manifest_digest"]
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false", *auth_registry.creds(), f"docker://{target}"))
+    assert inspected["Digest"] == shown["manifest_digest"]
