@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
+import orjson
 from edgewise.cloud.api.bodies import ModelTagsBody, RegisterModelBody
 from edgewise.cloud.api.deps import PageSize, PageToken, WorkspaceDep, page_json
 from edgewise.cloud.errors import InvalidInputError
 from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-@router.post("", status_code=201, summary="Register a new version of a model (versions count up per name)")
-def register_model(body: RegisterModelBody, workspace: WorkspaceDep) -> dict[str, Any]:
-    model = workspace.register_model(
+@router.post(
+    "",
+    status_code=201,
+    summary="Register a new version of a model (versions count up per name)",
+    response_class=Response,
+    responses={201: {"content": {"application/json": {}}, "description": "the new ModelVersion"}},
+)
+async def register_model(body: RegisterModelBody, workspace: WorkspaceDep) -> Response:
+    call = functools.partial(
+        workspace.register_model,
         name=body.name,
         run_id=body.run_id,
         path=body.path,
@@ -24,7 +34,10 @@ def register_model(body: RegisterModelBody, workspace: WorkspaceDep) -> dict[str
         description=body.description,
         convert=body.convert,
     )
-    return model.to_dict()
+    # A registration is a short local transaction: run it on the loop and skip the thread hop, which costs more
+    # than the work. A conversion (skl2onnx) is long and goes to a worker thread.
+    model = await run_in_threadpool(call) if body.convert or not workspace.store.is_local else call()
+    return Response(orjson.dumps(model.to_dict()), status_code=201, media_type="application/json")
 
 
 @router.get("", summary="List model versions, newest first; filter by name and tags")

@@ -63,6 +63,11 @@ class SqlStore(SqlMetrics, SqlModelRegistry, SqlImages, SqlActivities):
     def __init__(self, *, database: Database) -> None:
         self._db = database
 
+    @property
+    def is_local(self) -> bool:
+        """True for SQLite: a short transaction costs less than handing it to another thread."""
+        return self._db.dialect == "sqlite"
+
     @classmethod
     def open(cls, url: str) -> SqlStore:
         """Connect to `url` (sqlite:///PATH or postgresql://...) and migrate its schema to the newest revision."""
