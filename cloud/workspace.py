@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from edgewise.cloud import model_files
 from edgewise.cloud.errors import ConflictError, InvalidInputError, NotFoundError
@@ -182,6 +183,9 @@ class Workspace:
 
     def get_metrics(self, run_id: str, name: str | None = None) -> list[MetricPoint]:
         return self.store.get_metrics(run_id, name)
+
+    def metric_rows(self, run_id: str, name: str | None = None) -> list[tuple[Any, ...]]:
+        return self.store.metric_rows(run_id, name)
 
     def add_artifacts(self, run_id: str, entries: Sequence[FileEntry]) -> None:
         checked = [_checked_entry(entry, what="artifact") for entry in entries]

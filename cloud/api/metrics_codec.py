@@ -31,8 +31,25 @@ def decode_points(raw: bytes) -> list[MetricPoint]:
     return decoded
 
 
-def encode_points(points: Sequence[MetricPoint]) -> bytes:
-    return orjson.dumps({"metrics": [point.to_dict() for point in points]})
+def encode_rows(rows: Sequence[tuple[Any, ...]]) -> bytes:
+    """`{"metrics": [MetricPoint, ...]}` straight from the store's (name, timestamp, value, step, kind, payload
+    JSON text) tuples."""
+    fragment = orjson.Fragment
+    return orjson.dumps(
+        {
+            "metrics": [
+                {
+                    "name": name,
+                    "timestamp": timestamp,
+                    "value": value,
+                    "step": step,
+                    "kind": kind,
+                    "payload": None if payload is None else fragment(payload),
+                }
+                for name, timestamp, value, step, kind, payload in rows
+            ]
+        }
+    )
 
 
 def _point(data: Any) -> MetricPoint:

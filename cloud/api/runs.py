@@ -13,7 +13,7 @@ from edgewise.cloud.api.bodies import (
     TagsBody,
 )
 from edgewise.cloud.api.deps import PageSize, PageToken, WorkspaceDep, page_json
-from edgewise.cloud.api.metrics_codec import decode_points, encode_points
+from edgewise.cloud.api.metrics_codec import decode_points, encode_rows
 from edgewise.cloud.store.records import RunStatus
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
@@ -99,7 +99,7 @@ async def log_metrics(run_id: str, request: Request, workspace: WorkspaceDep) ->
 
 @router.get("/{run_id}/metrics", summary='Metric history of a run, in logging order: {"metrics": [MetricPoint]}')
 def get_metrics(run_id: str, workspace: WorkspaceDep, name: str | None = None) -> Response:
-    return Response(encode_points(workspace.get_metrics(run_id, name)), media_type="application/json")
+    return Response(encode_rows(workspace.metric_rows(run_id, name)), media_type="application/json")
 
 
 @router.post("/{run_id}/artifacts", status_code=204, summary="Attach uploaded blobs to a run as files")

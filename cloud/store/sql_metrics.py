@@ -59,13 +59,6 @@ class SqlMetrics:
 
     def get_metrics(self, run_id: str, name: str | None = None) -> list[MetricPoint]:
         """Every point of a run (or of one metric), in logging order."""
-        columns = (metrics.c.name, metrics.c.timestamp, metrics.c.value, metrics.c.step, metrics.c.kind)
-        stmt = sa.select(*columns, metrics.c.payload).where(metrics.c.run_id == run_id).order_by(metrics.c.id)
-        if name is not None:
-            stmt = stmt.where(metrics.c.name == name)
-        with self._db.read() as conn:
-            require_run(conn, run_id)
-            rows = conn.execute(stmt).tuples().all()
         kinds = {kind.value: kind for kind in MetricKind}
         build = MetricPoint.checked
         return [
@@ -77,8 +70,28 @@ class SqlMetrics:
                 kind=kinds[kind],
                 payload=None if payload is None else loads(payload),
             )
-            for name_, timestamp, value, step, kind, payload in rows
+            for name_, timestamp, value, step, kind, payload in self.metric_rows(run_id, name)
         ]
+
+    def metric_rows(self, run_id: str, name: str | None = None) -> list[tuple[Any, ...]]:
+        """Points as plain tuples (name, timestamp, value, step, kind, payload JSON text), in logging order.
+
+        Histories run to hundreds of thousands of points: the driver's rows go out as they are, without
+        the per-row work of result processing or of building records.
+        """
+        dialect = self._db.engine.dialect
+        quote = dialect.identifier_preparer.quote
+        marker = "?" if dialect.paramstyle == "qmark" else "%s"
+        columns = ", ".join(quote(c) for c in ("name", "timestamp", "value", "step", "kind", "payload"))
+        sql = f"SELECT {columns} FROM {quote(metrics.name)} WHERE {quote('run_id')} = {marker}"
+        params: tuple[Any, ...] = (run_id,)
+        if name is not None:
+            sql += f" AND {quote('name')} = {marker}"
+            params += (name,)
+        sql += f" ORDER BY {quote('id')}"
+        with self._db.read() as conn:
+            require_run(conn, run_id)
+            return list(conn.exec_driver_sql(sql, params).fetchall())
 
 
 def _rows(run_id: str, points: Sequence[MetricPoint]) -> tuple[list[tuple[Any, ...]], dict[str, dict[str, Any]]]:
