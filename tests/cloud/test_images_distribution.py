@@ -108,3 +108,31 @@ def test_push_with_basic_auth(
     assert pushed.stdout.strip() == shown["manifest_digest"]
     inspected = json.loads(skopeo("inspect", "--tls-verify=false", *auth_registry.creds(), f"docker://{target}"))
     assert inspected["Digest"] == shown["manifest_digest"]
+
+
+def test_build_on_a_base_pulled_from_a_registry(
+    workspace: WorkspaceProcess, image: tuple[str, dict[str, object]], registry: DockerRegistry, tmp_path: Path
+) -> None:
+    name, shown = image
+    edgewise("image", "push", f"{name}:1", "--to", f"{registry.host}/bases/{name}:1", env=workspace.env)
+    model = edgewise_json("image", "show", name, env=workspace.env)["models"][0]
+    stacked = f"{name}-on-base"
+    edgewise(
+        "image",
+        "build",
+        "--model",
+        model,
+        "--name",
+        stacked,
+        "--base",
+        f"docker://{registry.host}/bases/{name}:1",
+        env=workspace.env,
+    )
+    built = edgewise_json("image", "show", stacked, env=workspace.env)
+    assert built["base"] and name in str(built["base"])
+    edgewise("image", "export", stacked, "--format", "oci", "-o", str(tmp_path / "layout"), env=workspace.env)
+    inspected = json.loads(skopeo("inspect", f"oci:{tmp_path / 'layout'}:{stacked}-1"))
+    base_layers = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{registry.host}/bases/{name}:1"))
+    assert inspected["Layers"][: len(base_layers["Layers"])] == base_layers["Layers"]
+    assert len(inspected["Layers"]) > len(base_layers["Layers"])
+    assert shown["manifest_digest"] != built["manifest_digest"]
