@@ -4,6 +4,9 @@ to CNCF Distribution (with and without basic auth), uploading only the blobs the
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,3 +139,33 @@ def test_build_on_a_base_pulled_from_a_registry(
     assert inspected["Layers"][: len(base_layers["Layers"])] == base_layers["Layers"]
     assert len(inspected["Layers"]) > len(base_layers["Layers"])
     assert shown["manifest_digest"] != built["manifest_digest"]
+
+
+def test_podman_loads_the_docker_archive(
+    request: pytest.FixtureRequest, workspace: WorkspaceProcess, image: tuple[str, dict[str, object]], tmp_path: Path
+) -> None:
+    """`podman load` reads the format `docker save` writes and `docker load` reads."""
+    podman = shutil.which("podman")
+    if podman is None:
+        pytest.skip("podman is not installed (Debian package podman)")
+    name, shown = image
+    archive = tmp_path / "image.tar"
+    edgewise("image", "export", f"{name}:1", "--format", "docker-archive", "-o", str(archive), env=workspace.env)
+    runroot = Path(tempfile.mkdtemp(prefix="ew-podman-"))  # podman wants a short run root
+    request.addfinalizer(lambda: shutil.rmtree(runroot, ignore_errors=True))
+    storage = [
+        f"--root={tmp_path / 'root'}",
+        f"--runroot={runroot}",
+        "--storage-driver=vfs",
+        "--cgroup-manager=cgroupfs",
+        "--events-backend=none",
+    ]
+    loaded = subprocess.run([podman, *storage, "load", "-i", str(archive)], capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
+    assert f"edgewise/{name}:1" in loaded.stdout
+    inspected = subprocess.run(
+        [podman, *storage, "image", "inspect", f"edgewise/{name}:1"], capture_output=True, text=True, check=True
+    )
+    (details,) = json.loads(inspected.stdout)
+    assert f"sha256:{details['Id']}" == shown["config_digest"]
+    assert details["Config"]["Labels"]["io.edgewise.model.version"] == "1"
