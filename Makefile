@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports proto proto-check bench bench-tracking clean FORCE
+.PHONY: demo test check lint typecheck imports proto proto-check bench bench-tracking bench-images clean FORCE
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "edgewise needs Python 3.11 or newer"'
@@ -54,6 +54,9 @@ bench: $(STAMP)
 
 bench-tracking: $(STAMP)
 	$(BIN)/python bench/tracking.py
+
+bench-images: $(STAMP)
+	$(BIN)/python bench/images.py
 
 clean:
 	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache
