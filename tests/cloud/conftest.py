@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cloud.registry.support import DockerRegistry
 from tests.cloud.service import RUNNING_WORKSPACES, WorkspaceProcess, start_workspace
 
 
@@ -31,6 +32,22 @@ def workspace_factory(tmp_path: Path) -> Iterator[Callable[..., WorkspaceProcess
     yield factory
     for service in started:
         service.stop()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
+    """CNCF Distribution on 127.0.0.1, without auth, for a test module."""
+    server = DockerRegistry(root=tmp_path_factory.mktemp("registry"), auth=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
+    """CNCF Distribution on 127.0.0.1 behind htpasswd basic auth, for a test module."""
+    server = DockerRegistry(root=tmp_path_factory.mktemp("auth-registry"), auth=True).start()
+    yield server
+    server.stop()
 
 
 @pytest.hookimpl(wrapper=True)

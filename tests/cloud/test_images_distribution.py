@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,20 +27,6 @@ def image(workspace: WorkspaceProcess, tmp_path_factory: pytest.TempPathFactory)
     name = f"img-{suffix}"
     edgewise("image", "build", "--model", f"m-{suffix}", "--name", name, env=workspace.env)
     return name, edgewise_json("image", "show", name, env=workspace.env)
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
-    server = DockerRegistry(root=tmp_path_factory.mktemp("registry"), auth=False).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
-    server = DockerRegistry(root=tmp_path_factory.mktemp("auth-registry"), auth=True).start()
-    yield server
-    server.stop()
 
 
 def test_skopeo_reads_images_from_the_workspace(

@@ -54,20 +54,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
-    server = DockerRegistry(root=tmp_path_factory.mktemp("registry"), auth=False).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
-    server = DockerRegistry(root=tmp_path_factory.mktemp("auth-registry"), auth=True).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def fresh_registry(tmp_path: Path) -> Iterator[DockerRegistry]:
     server = DockerRegistry(root=tmp_path / "own-registry", auth=False).start()
