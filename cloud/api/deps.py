@@ -9,7 +9,8 @@ from edgewise.cloud.workspace import Workspace
 from fastapi import Depends, Query, Request
 
 
-def get_workspace(request: Request) -> Workspace:
+async def get_workspace(request: Request) -> Workspace:
+    # async on purpose: FastAPI runs a plain `def` dependency on a worker thread, a hop per request.
     workspace: Workspace = request.app.state.workspace
     return workspace
 
