@@ -24,6 +24,7 @@ from edgewise.cloud.errors import (
     error_from_payload,
 )
 from edgewise.cloud.names import check_relpath
+from edgewise.cloud.sdk.keepalive import KeepAliveConnection
 from edgewise.cloud.sdk.transfer import digest_file, download_to, model_files, unreachable
 from edgewise.cloud.store.records import (
     Activity,
@@ -80,6 +81,7 @@ class Client:
         self._http = httpx.Client(
             base_url=f"{self.url}/api/v1/", headers=headers, timeout=timeout, trust_env=False, follow_redirects=False
         )
+        self._fast = KeepAliveConnection(base_url=f"{self.url}/api/v1/", headers=headers, timeout=timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -90,6 +92,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        self._fast.close()
         self._http.close()
 
     # -- plumbing --------------------------------------------------------------------------------------------
@@ -107,7 +110,10 @@ class Client:
         if json is not None:
             content, headers = orjson.dumps(json), {**_JSON, **(headers or {})}
         try:
-            response = self._http.request(method, path, content=content, params=params, headers=headers)
+            if content is None or isinstance(content, bytes):
+                response = self._fast.request(method, path, content=content, params=params, headers=headers)
+            else:
+                response = self._http.request(method, path, content=content, params=params, headers=headers)
         except httpx.TransportError as exc:
             raise unreachable(self.url, exc) from exc
         if response.status_code >= 400:
