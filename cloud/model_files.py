@@ -39,14 +39,61 @@ def describe(files: list[FileEntry], path_of: Callable[[str], Path] | None = Non
 
 @functools.lru_cache(maxsize=1024)
 def _onnx_framework(path: str) -> str | None:
-    import onnx
+    with open(path, "rb") as source:
+        head = source.read(_HEAD_BYTES)
+    producer = onnx_producer(head)
+    return _PRODUCERS.get(producer.lower(), producer.lower() or None)
 
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception as exc:
-        raise InvalidInputError(f"the file is not a readable ONNX model: {exc}") from exc
-    producer = (model.producer_name or "").lower()
-    return _PRODUCERS.get(producer, producer or None)
+
+_HEAD_BYTES = 1 << 16
+_VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
+
+
+def onnx_producer(head: bytes) -> str:
+    """`producer_name` of a serialized ONNX ModelProto, read from the start of the file.
+
+    The fields before the graph (ir_version, producer_name, producer_version, domain, model_version, doc_string)
+    are written first, so a few bytes answer without loading the model, which for large models takes seconds
+    and memory the size of the file. A file that does not start like a ModelProto is refused.
+    """
+    position, fields = 0, 0
+    while position < len(head):
+        key, position = _varint(head, position)
+        number, wire = key >> 3, key & 7
+        if number == 0 or wire not in (_VARINT, _FIXED64, _BYTES, _FIXED32) or (fields == 0 and number != 1):
+            break
+        fields += 1
+        if wire == _VARINT:
+            _, position = _varint(head, position)
+        elif wire == _FIXED64:
+            position += 8
+        elif wire == _FIXED32:
+            position += 4
+        else:
+            length, position = _varint(head, position)
+            if number == 2:
+                try:
+                    return head[position : position + length].decode()
+                except UnicodeDecodeError:
+                    break
+            if number >= 7:  # the graph and what follows: no producer was written
+                return ""
+            position += length
+    if fields == 0:
+        raise InvalidInputError("the file is not an ONNX model (it does not start with an ONNX ModelProto)")
+    return ""
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while position < len(data) and shift < 64:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+        shift += 7
+    raise InvalidInputError("the file is not an ONNX model (a truncated or malformed header)")
 
 
 def convert_sklearn_to_onnx(pickle_path: Path, *, out_dir: Path) -> Path:
