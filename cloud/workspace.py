@@ -54,12 +54,9 @@ class Workspace:
 
     def recover(self) -> list[str]:
         """Runs left in flight by a previous service instance: stop their processes, mark them failed."""
-        unfinished = self.store.list_runs(include_children=True, filter=None, page_size=1000)
-        for run in unfinished.items:
-            if not run.status.terminal:
-                pid = self.store.get_run_pid(run.id)
-                if pid is not None and stop_orphan(pid):
-                    log.warning("stopped the leftover process group %d of run %s", pid, run.id)
+        for run_id, pid in self.store.unfinished_run_pids().items():
+            if stop_orphan(pid):
+                log.warning("stopped the leftover process group %d of run %s", pid, run_id)
         failed = self.store.fail_unfinished_runs(INTERRUPTED)
         for run_id in failed:
             log.warning("run %s was in flight when the service stopped; marked failed", run_id)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from edgewise.cloud.api.bodies import FileEntryBody
-from edgewise.cloud.api.deps import PageSize, PageToken, WorkspaceDep, page_json
-from edgewise.cloud.errors import InvalidInputError
+from edgewise.cloud.api.deps import (
+    PageSize,
+    PageToken,
+    TagQuery,
+    WorkspaceDep,
+    page_json,
+    tag_filters,
+    version_number,
+    version_or_latest,
+)
 from edgewise.cloud.image_registry import BuildRequest
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 router = APIRouter(prefix="/images", tags=["images"])
@@ -48,38 +56,30 @@ def build_image(body: BuildImageBody, workspace: WorkspaceDep) -> dict[str, Any]
 def list_images(
     workspace: WorkspaceDep,
     name: str | None = None,
-    tag: Annotated[list[str] | None, Query(description="'key' (any value) or 'key=value'; repeatable")] = None,
+    tag: TagQuery = None,
     page_size: PageSize = 100,
     page_token: PageToken = None,
 ) -> dict[str, Any]:
-    tags: dict[str, str | None] = {}
-    for item in tag or []:
-        key, sep, value = item.partition("=")
-        if not key:
-            raise InvalidInputError(f"bad tag filter {item!r}: use key or key=value")
-        tags[key] = value if sep else None
+    tags = tag_filters(tag)
     return page_json(workspace.images.list_images(name=name, tags=tags, page_size=page_size, page_token=page_token))
 
 
 @router.get("/{name}/versions/{version}", summary="One image version ('latest' for the newest)")
 def get_image(name: str, version: str, workspace: WorkspaceDep) -> dict[str, Any]:
-    number = None if version == "latest" else _number(version, latest_ok=True)
+    number = version_or_latest(version, what="image")
     return workspace.images.get_image(name, number).to_dict()
 
 
 @router.delete("/{name}/versions/{version}", status_code=204, summary="Delete an image no deployment uses")
 def delete_image(name: str, version: str, workspace: WorkspaceDep) -> Response:
-    workspace.images.delete_image(name, _number(version))
+    workspace.images.delete_image(name, version_number(version, what="image"))
     return Response(status_code=204)
 
 
 @router.get("/{name}/versions/{version}/references", summary="Deployments that use an image version")
 def image_references(name: str, version: str, workspace: WorkspaceDep) -> dict[str, Any]:
-    return {"references": [ref.to_dict() for ref in workspace.images.image_references(name, _number(version))]}
-
-
-def _number(text: str, *, latest_ok: bool = False) -> int:
-    if not text.isdigit() or int(text) < 1:
-        hint = "a number from 1 or 'latest'" if latest_ok else "a number from 1"
-        raise InvalidInputError(f"bad image version {text!r}: use {hint}")
-    return int(text)
+    return {
+        "references": [
+            ref.to_dict() for ref in workspace.images.image_references(name, version_number(version, what="image"))
+        ]
+    }

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
 from edgewise.cloud.api.bodies import ModelTagsBody, RegisterModelBody
-from edgewise.cloud.api.deps import PageSize, PageToken, WorkspaceDep, page_json
-from edgewise.cloud.errors import InvalidInputError
-from fastapi import APIRouter, Query, Response
+from edgewise.cloud.api.deps import (
+    PageSize,
+    PageToken,
+    TagQuery,
+    WorkspaceDep,
+    page_json,
+    tag_filters,
+    version_number,
+    version_or_latest,
+)
+from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -44,42 +52,32 @@ async def register_model(body: RegisterModelBody, workspace: WorkspaceDep) -> Re
 def list_models(
     workspace: WorkspaceDep,
     name: str | None = None,
-    tag: Annotated[list[str] | None, Query(description="'key' (any value) or 'key=value'; repeatable")] = None,
+    tag: TagQuery = None,
     page_size: PageSize = 100,
     page_token: PageToken = None,
 ) -> dict[str, Any]:
-    tags: dict[str, str | None] = {}
-    for item in tag or []:
-        key, sep, value = item.partition("=")
-        if not key:
-            raise InvalidInputError(f"bad tag filter {item!r}: use key or key=value")
-        tags[key] = value if sep else None
+    tags = tag_filters(tag)
     return page_json(workspace.list_models(name=name, tags=tags, page_size=page_size, page_token=page_token))
 
 
 @router.get("/{name}/versions/{version}", summary="One model version ('latest' for the newest)")
 def get_model(name: str, version: str, workspace: WorkspaceDep) -> dict[str, Any]:
-    return workspace.get_model(name, None if version == "latest" else _number(version, latest_ok=True)).to_dict()
+    return workspace.get_model(name, version_or_latest(version, what="model")).to_dict()
 
 
 @router.post("/{name}/versions/{version}/tags", summary="Set and remove tags of a model version")
 def tag_model(name: str, version: str, body: ModelTagsBody, workspace: WorkspaceDep) -> dict[str, Any]:
-    return workspace.tag_model(name, _number(version), set=body.set, remove=body.remove).to_dict()
+    return workspace.tag_model(name, version_number(version, what="model"), set=body.set, remove=body.remove).to_dict()
 
 
 @router.delete("/{name}/versions/{version}", status_code=204, summary="Delete a version no deployment uses")
 def delete_model(name: str, version: str, workspace: WorkspaceDep) -> Response:
-    workspace.delete_model(name, _number(version))
+    workspace.delete_model(name, version_number(version, what="model"))
     return Response(status_code=204)
 
 
 @router.get("/{name}/versions/{version}/references", summary="Images and deployments that use a model version")
 def model_references(name: str, version: str, workspace: WorkspaceDep) -> dict[str, Any]:
-    return {"references": [ref.to_dict() for ref in workspace.model_references(name, _number(version))]}
-
-
-def _number(text: str, *, latest_ok: bool = False) -> int:
-    if not text.isdigit() or int(text) < 1:
-        hint = "a number from 1 or 'latest'" if latest_ok else "a number from 1"
-        raise InvalidInputError(f"bad model version {text!r}: use {hint}")
-    return int(text)
+    return {
+        "references": [ref.to_dict() for ref in workspace.model_references(name, version_number(version, what="model"))]
+    }

@@ -277,6 +277,14 @@ class SqlStore(SqlMetrics, SqlModelRegistry, SqlImages, SqlActivities):
             if conn.execute(sa.update(runs).where(runs.c.id == run_id).values(pid=pid)).rowcount == 0:
                 raise NotFoundError(f"no run {run_id!r}")
 
+    def unfinished_run_pids(self) -> dict[str, int]:
+        """Process groups recorded for runs that never ended: what a previous service instance may have left."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                sa.select(runs.c.id, runs.c.pid).where(runs.c.status.in_(UNFINISHED), runs.c.pid.is_not(None))
+            )
+            return {str(row.id): int(row.pid) for row in rows}
+
     def get_run_pid(self, run_id: str) -> int | None:
         with self._db.read() as conn:
             row = conn.execute(sa.select(runs.c.pid).where(runs.c.id == run_id)).first()

@@ -17,7 +17,7 @@ from edgewise.cloud.names import check_name
 from edgewise.cloud.store.database import Database, check_page_size, decode_page_token, encode_page_token
 from edgewise.cloud.store.records import Image, ModelReference, Page
 from edgewise.cloud.store.schema import image_repositories, image_tags, images, model_references
-from edgewise.cloud.store.values import check_key, check_tags, dumps, loads, now
+from edgewise.cloud.store.values import check_key, check_tags, dumps, loads, no_such_version, now, tags_by_owner
 
 IMAGE = "image"
 DEPLOYMENT = "deployment"
@@ -199,20 +199,12 @@ def _find_image(conn: sa.Connection, name: str, version: int | None, *, lock: bo
         versions = conn.execute(
             sa.select(images.c.version).where(images.c.repository_id == repository.id).order_by(images.c.version)
         ).scalars()
-        have = ", ".join(str(v) for v in versions)
-        wanted = "any version" if version is None else f"version {version}"
-        raise NotFoundError(
-            f"image {name!r} has no {wanted}; " + (f"its versions are {have}" if have else "all were deleted")
-        )
+        raise no_such_version("image", name, version, versions)
     return int(row.id)
 
 
 def _image_records(conn: sa.Connection, rows: Sequence[sa.Row[Any]]) -> list[Image]:
-    ids = [row.id for row in rows]
-    tags: dict[int, dict[str, str]] = {i: {} for i in ids}
-    if ids:
-        for t in conn.execute(sa.select(image_tags).where(image_tags.c.image_id.in_(ids)).order_by(image_tags.c.key)):
-            tags[t.image_id][t.key] = t.value
+    tags = tags_by_owner(conn, image_tags.c.image_id, [row.id for row in rows])
     result = []
     for row in rows:
         m = row._mapping

@@ -25,7 +25,16 @@ from edgewise.cloud.store.schema import (
     registered_models,
     runs,
 )
-from edgewise.cloud.store.values import check_files, check_key, check_tags, dumps, loads, now
+from edgewise.cloud.store.values import (
+    check_files,
+    check_key,
+    check_tags,
+    dumps,
+    loads,
+    no_such_version,
+    now,
+    tags_by_owner,
+)
 
 DEPLOYMENT = "deployment"
 
@@ -262,20 +271,12 @@ class SqlModelRegistry:
                 .where(model_versions.c.model_id == model.id)
                 .order_by(model_versions.c.version)
             ).scalars()
-            have = ", ".join(str(v) for v in versions)
-            wanted = "any version" if version is None else f"version {version}"
-            raise NotFoundError(
-                f"model {name!r} has no {wanted}; " + (f"its versions are {have}" if have else "all were deleted")
-            )
+            raise no_such_version("model", name, version, versions)
         return int(row.id)
 
 
 def _version_records(conn: sa.Connection, rows: Sequence[sa.Row[Any]]) -> list[ModelVersion]:
-    ids = [row.id for row in rows]
-    tags: dict[int, dict[str, str]] = {i: {} for i in ids}
-    if ids:
-        for t in conn.execute(sa.select(model_tags).where(model_tags.c.version_id.in_(ids)).order_by(model_tags.c.key)):
-            tags[t.version_id][t.key] = t.value
+    tags = tags_by_owner(conn, model_tags.c.version_id, [row.id for row in rows])
     result = []
     for row in rows:
         m = row._mapping

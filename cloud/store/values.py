@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from edgewise.cloud.errors import InvalidInputError
+import sqlalchemy as sa
+from edgewise.cloud.errors import InvalidInputError, NotFoundError
 from edgewise.cloud.names import check_relpath
 from edgewise.cloud.store.blobs import check_digest
 from edgewise.cloud.store.records import FileEntry
@@ -69,3 +70,22 @@ def dumps(value: Any, *, what: str) -> str:
 
 def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def tags_by_owner(conn: sa.Connection, column: sa.Column[Any], ids: Sequence[int]) -> dict[int, dict[str, str]]:
+    """The tags of several versions (models or images) in one query: `column` is the tag table's owner column."""
+    tags: dict[int, dict[str, str]] = {i: {} for i in ids}
+    if ids:
+        table = column.table
+        for row in conn.execute(sa.select(table).where(column.in_(ids)).order_by(table.c.key)):
+            tags[row._mapping[column.name]][row.key] = row.value
+    return tags
+
+
+def no_such_version(kind: str, name: str, version: int | None, versions: Iterable[int]) -> NotFoundError:
+    """The error for a missing version, naming the versions that exist."""
+    have = ", ".join(str(v) for v in versions)
+    wanted = "any version" if version is None else f"version {version}"
+    return NotFoundError(
+        f"{kind} {name!r} has no {wanted}; " + (f"its versions are {have}" if have else "all were deleted")
+    )
