@@ -29,6 +29,12 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
     )
     parser.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--intra-op-threads", type=int, default=0, help="onnxruntime threads (0: auto)")
+    parser.add_argument(
+        "--admin-socket-dir", type=Path, help="private HTTP (DIR/http.sock) and gRPC (DIR/grpc.sock) listeners"
+    )
+    parser.add_argument("--sample-file", type=Path, help="append sampled inputs and outputs here as JSON lines")
+    parser.add_argument("--sample-rate", type=float, default=0.0, help="fraction of inferences to sample (0-1)")
+    parser.add_argument("--sample-file-max-bytes", type=int, default=16 * 1024 * 1024)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"])
     opts = parser.parse_args(argv)
     logging.basicConfig(
@@ -46,6 +52,10 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
         strict_readiness=opts.strict_readiness,
         max_message_bytes=opts.max_message_bytes,
         intra_op_threads=opts.intra_op_threads,
+        admin_socket_dir=opts.admin_socket_dir,
+        sample_file=opts.sample_file,
+        sample_rate=opts.sample_rate,
+        sample_file_max_bytes=opts.sample_file_max_bytes,
     )
 
 

@@ -18,3 +18,11 @@ class ServerSettings:
     max_message_bytes: int = 64 * 1024 * 1024
     intra_op_threads: int = 0  # onnxruntime threads per model; 0 lets it choose
     grace_period: float = 5.0  # seconds in-flight requests get on shutdown
+    # A private listener for the agent: HTTP on DIR/http.sock and gRPC on DIR/grpc.sock reach this process
+    # alone, even while another version shares the public ports (SO_REUSEPORT).
+    admin_socket_dir: Path | None = None
+    # Sampled requests: this fraction of inferences appends {model, version, inputs, outputs} as a JSON line
+    # to sample_file, which the agent reads and ships as telemetry; sample_file_max_bytes bounds the file.
+    sample_file: Path | None = None
+    sample_rate: float = 0.0
+    sample_file_max_bytes: int = 16 * 1024 * 1024

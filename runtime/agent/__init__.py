@@ -1,0 +1,1 @@
+"""The edge agent daemon: desired manifest in, modules running, reported state and telemetry out."""
