@@ -73,6 +73,7 @@ class AgentSettings:
     reconcile_interval: float = 5.0  # seconds between periodic reconcile passes (events trigger one at once)
     health_interval: float = 5.0  # seconds between module liveness probes
     stop_grace: float = 10.0  # seconds a module gets between SIGTERM and SIGKILL
+    restart_cooloff: float = 10.0  # the restart back-off unit, doubled per restart and capped at 300 s
 
 
 @dataclass(frozen=True, kw_only=True)

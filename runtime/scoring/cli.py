@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
     parser.add_argument(
         "--admin-socket-dir", type=Path, help="private HTTP (DIR/http.sock) and gRPC (DIR/grpc.sock) listeners"
     )
+    parser.add_argument(
+        "--defer-listen", action="store_true", help="open the public ports on POST /v2/admin/listen (admin socket)"
+    )
     parser.add_argument("--sample-file", type=Path, help="append sampled inputs and outputs here as JSON lines")
     parser.add_argument("--sample-rate", type=float, default=0.0, help="fraction of inferences to sample (0-1)")
     parser.add_argument("--sample-file-max-bytes", type=int, default=16 * 1024 * 1024)
@@ -40,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
     logging.basicConfig(
         level=opts.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if opts.defer_listen and opts.admin_socket_dir is None:
+        parser.error("--defer-listen needs --admin-socket-dir (the listen request arrives there)")
     if not opts.model_repository.is_dir():
         parser.error(f"model repository {opts.model_repository} is not a directory")
     return ServerSettings(
@@ -53,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
         max_message_bytes=opts.max_message_bytes,
         intra_op_threads=opts.intra_op_threads,
         admin_socket_dir=opts.admin_socket_dir,
+        defer_listen=opts.defer_listen,
         sample_file=opts.sample_file,
         sample_rate=opts.sample_rate,
         sample_file_max_bytes=opts.sample_file_max_bytes,

@@ -21,6 +21,9 @@ class ServerSettings:
     # A private listener for the agent: HTTP on DIR/http.sock and gRPC on DIR/grpc.sock reach this process
     # alone, even while another version shares the public ports (SO_REUSEPORT).
     admin_socket_dir: Path | None = None
+    # With an admin socket: open the public ports only when the agent asks (POST /v2/admin/listen on the admin
+    # HTTP socket), after its warm-up passed, so clients never reach a version that is not proven healthy.
+    defer_listen: bool = False
     # Sampled requests: this fraction of inferences appends {model, version, inputs, outputs} as a JSON line
     # to sample_file, which the agent reads and ships as telemetry; sample_file_max_bytes bounds the file.
     sample_file: Path | None = None
