@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports proto proto-check bench bench-tracking bench-images clean FORCE
+.PHONY: demo test check lint typecheck imports proto proto-check bench bench-tracking bench-images bench-agent clean FORCE
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "edgewise needs Python 3.11 or newer"'
@@ -57,6 +57,9 @@ bench-tracking: $(STAMP)
 
 bench-images: $(STAMP)
 	$(BIN)/python bench/images.py
+
+bench-agent: $(STAMP)
+	$(BIN)/python bench/agent.py
 
 clean:
 	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache

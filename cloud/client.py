@@ -26,6 +26,7 @@ from edgewise.cloud.errors import (
 from edgewise.cloud.names import check_relpath
 from edgewise.cloud.sdk.keepalive import KeepAliveConnection
 from edgewise.cloud.sdk.transfer import digest_file, download_to, model_files, unreachable
+from edgewise.cloud.store.device_records import Device, NewDevice
 from edgewise.cloud.store.records import (
     Activity,
     Artifact,
@@ -575,6 +576,41 @@ class Client:
                 store.put_stream(response.iter_bytes(1 << 20), expected_digest=digest)
         except httpx.TransportError as exc:
             raise unreachable(self.url, exc) from exc
+
+    # -- devices and broker ----------------------------------------------------------------------------------
+
+    def add_device(self, device_id: str, *, tags: Mapping[str, str] | None = None) -> NewDevice:
+        """Register a device with broker credentials; its connection string (with the secret) comes only here."""
+        body = {"id": device_id, "tags": dict(tags or {})}
+        return NewDevice.from_dict(self._json("POST", "devices", json=body))
+
+    def get_device(self, device_id: str) -> Device:
+        return Device.from_dict(self._json("GET", f"devices/{device_id}"))
+
+    def list_devices(self, *, tags: Mapping[str, str | None] | None = None, limit: int | None = None) -> list[Device]:
+        """Devices by id; `tags` maps a key to a value it must have, or None for any value."""
+        params: dict[str, Any] = {}
+        if tags:
+            params["tag"] = [key if value is None else f"{key}={value}" for key, value in tags.items()]
+        return self._pages("devices", params, Device.from_dict, limit)
+
+    def tag_device(self, device_id: str, *, set: Mapping[str, str] | None = None, remove: Sequence[str] = ()) -> Device:
+        body = {"set": dict(set or {}), "remove": list(remove)}
+        return Device.from_dict(self._json("PATCH", f"devices/{device_id}/tags", json=body))
+
+    def remove_device(self, device_id: str) -> None:
+        """Revoke the device's credentials (the broker refuses its new connections) and forget it."""
+        self._request("DELETE", f"devices/{device_id}")
+
+    def manifest_key(self) -> dict[str, str]:
+        """The public key devices verify manifests with: `algorithm`, `public_key` (ed25519:...), `key_id`."""
+        key: dict[str, str] = self._json("GET", "keys/manifest")
+        return key
+
+    def broker_config(self, *, format: str = "mosquitto") -> dict[str, Any]:
+        """The broker's password and ACL files and the settings that use them, for an external broker's operator."""
+        config: dict[str, Any] = self._json("GET", "broker/config", params={"format": format})
+        return config
 
 
 def _error(response: httpx.Response) -> WorkspaceError:

@@ -1,4 +1,5 @@
-"""Composition root of `edgewise up`: store, blobs, runner, MQTT broker, HTTP API, and their start and stop."""
+"""Composition root of `edgewise up`: store, blobs, runner, MQTT broker, device registry and its signing key, HTTP
+API, and their start and stop."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import uvicorn
 from edgewise.cloud.api import create_app
 from edgewise.cloud.auth import ensure_token
 from edgewise.cloud.broker import BrokerManager, parse_broker
+from edgewise.cloud.devices import DeviceRegistry
 from edgewise.cloud.errors import WorkspaceError
 from edgewise.cloud.runs.environments import EnvironmentCache
 from edgewise.cloud.runs.runner import LocalRunner
+from edgewise.cloud.signing_key import load_or_create_manifest_key
 from edgewise.cloud.store.blobs import BlobStore
 from edgewise.cloud.store.sql import SqlStore
 from edgewise.cloud.workspace import INTERRUPTED, Workspace
@@ -59,6 +62,11 @@ def serve(
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     token = ensure_token(data_dir)
+    try:
+        manifest_key = load_or_create_manifest_key(data_dir)
+    except WorkspaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
     workspace = build_workspace(data_dir=data_dir, db_url=db_url)
     listener = _listen(host, port)
     bound_host, bound_port = listener.getsockname()[:2]
@@ -74,6 +82,9 @@ def serve(
     )
     workspace.attach_runner(runner)
     mqtt = BrokerManager(settings=broker_settings, data_dir=data_dir)
+    workspace.attach_devices(
+        DeviceRegistry(store=workspace.store, broker=mqtt, manifest_key=manifest_key, registry_url=url)
+    )
     startup_errors: list[WorkspaceError] = []
 
     @contextlib.asynccontextmanager

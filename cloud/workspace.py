@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgewise.cloud import model_files
 from edgewise.cloud.errors import ConflictError, InvalidInputError, NotFoundError
@@ -32,6 +32,9 @@ from edgewise.cloud.store.records import (
 )
 from edgewise.cloud.store.sql import SqlStore
 
+if TYPE_CHECKING:
+    from edgewise.cloud.devices import DeviceRegistry
+
 log = logging.getLogger("edgewise.workspace")
 
 COMPUTE_TARGETS = ("local",)
@@ -46,11 +49,19 @@ class Workspace:
         self.data_dir = data_dir
         self.runner: LocalRunner | None = None
         self.images = ImageRegistry(store=store, blobs=blobs, data_dir=data_dir)
+        self.devices: DeviceRegistry | None = None  # attached by the server once the broker is set up
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     def attach_runner(self, runner: LocalRunner) -> None:
         self.runner = runner
+
+    def attach_devices(self, devices: DeviceRegistry) -> None:
+        self.devices = devices
+
+    def device_login(self, username: str, password: str) -> bool:
+        """Whether the pair is a device's id and secret: the image registry lets devices pull with them."""
+        return self.devices is not None and self.devices.verify_login(username, password)
 
     def recover(self) -> list[str]:
         """Runs left in flight by a previous service instance: stop their processes, mark them failed."""

@@ -6,12 +6,14 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from edgewise.cloud.api import activities, blobs, experiments, images, models, runs
+from edgewise.cloud.api import activities, blobs, broker, devices, experiments, images, models, runs
 from edgewise.cloud.api.registry_v2 import create_registry_router
 from edgewise.cloud.api.security import BearerToken
 from edgewise.cloud.errors import InvalidInputError, WorkspaceError, error_payload
 from edgewise.cloud.image_registry import RegistryImages
+from edgewise.cloud.images.oci import workspace_error as oci_workspace_error
 from edgewise.cloud.workspace import Workspace
+from edgewise.runtime.oci.errors import OciError
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -36,13 +38,18 @@ def create_app(
     )
     app.state.workspace = workspace
     secured = [Depends(BearerToken(token=token))]
-    for module in (blobs, experiments, runs, models, images, activities):
+    for module in (blobs, experiments, runs, models, images, activities, devices, broker):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=secured)
 
-    # The OCI distribution pull API at /v2/: it checks its own credentials (bearer token, or basic auth with the
-    # token as password) and answers errors in the distribution spec's shape.
+    # The OCI distribution pull API at /v2/: it checks its own credentials (bearer token, basic auth with the
+    # token as password, or a device's id and secret) and answers errors in the distribution spec's shape.
     app.include_router(
-        create_registry_router(resolver=RegistryImages(store=workspace.store), blobs=workspace.blobs, token=token)
+        create_registry_router(
+            resolver=RegistryImages(store=workspace.store),
+            blobs=workspace.blobs,
+            token=token,
+            device_login=workspace.device_login,
+        )
     )
 
     @app.get(f"{API_PREFIX}/health", tags=["service"], summary="Liveness; needs no token")
@@ -52,6 +59,11 @@ def create_app(
     @app.exception_handler(WorkspaceError)
     async def workspace_error(request: Request, exc: WorkspaceError) -> JSONResponse:
         return JSONResponse(error_payload(exc), status_code=exc.http_status)
+
+    @app.exception_handler(OciError)
+    async def image_error(request: Request, exc: OciError) -> JSONResponse:
+        error = oci_workspace_error(exc)
+        return JSONResponse(error_payload(error), status_code=error.http_status)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

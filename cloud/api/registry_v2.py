@@ -7,12 +7,14 @@ content-addressed blob store, which verified it against its digest when it was s
 their files (with HTTP Range support), never read into memory.
 
 Authentication: the workspace token as `Authorization: Bearer <token>`, or HTTP Basic with any user name and the
-token as password (what `docker login`, `skopeo --creds` and device runtimes send). Errors use the
-distribution spec's body `{"errors": [{"code", "message", "detail"}]}`.
+token as password (what `docker login` and `skopeo --creds` send), or HTTP Basic with a device's id and secret
+(what the edge agent sends). Device credentials open these pull routes only, never the rest of the API. Errors
+use the distribution spec's body `{"errors": [{"code", "message", "detail"}]}`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -25,8 +27,10 @@ from urllib.parse import urlencode
 
 from edgewise.cloud.errors import AuthenticationError, InvalidInputError, NotFoundError, WorkspaceError
 from edgewise.cloud.images import oci
+from edgewise.cloud.images.oci import workspace_error
 from edgewise.cloud.images.resolver import ImageResolver
 from edgewise.cloud.store.blobs import BlobStore
+from edgewise.runtime.oci.errors import OciError
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -61,6 +65,8 @@ def _unauthorized(message: str) -> RegistryError:
 
 
 def _as_registry_error(error: Exception) -> RegistryError:
+    if isinstance(error, OciError):
+        error = workspace_error(error)
     if isinstance(error, RegistryError):
         return error
     if isinstance(error, AuthenticationError):
@@ -91,11 +97,16 @@ class _RegistryRoute(APIRoute):
         return registry_handler
 
 
-class RegistryCredentials:
-    """A dependency accepting the workspace token as a bearer token or as a Basic password (any user name)."""
+DeviceLogin = Callable[[str, str], bool]
 
-    def __init__(self, *, token: str) -> None:
+
+class RegistryCredentials:
+    """A dependency accepting the workspace token as a bearer token or as a Basic password (any user name), and,
+    when `device_login` is given, a device's id and secret as Basic credentials."""
+
+    def __init__(self, *, token: str, device_login: DeviceLogin | None = None) -> None:
         self._expected = token.encode()
+        self._device_login = device_login
 
     async def __call__(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
@@ -109,11 +120,26 @@ class RegistryCredentials:
                 decoded = base64.b64decode(value.strip(), validate=True)
             except (binascii.Error, ValueError):
                 raise _unauthorized("the Basic credentials are not valid base64") from None
-            given = decoded.partition(b":")[2]
+            username, _, given = decoded.partition(b":")
+            if not hmac.compare_digest(given, self._expected) and await self._is_device(username, given):
+                return
         else:
             raise _unauthorized(f"unsupported authorization scheme {scheme!r}: use Basic or Bearer")
         if not hmac.compare_digest(given, self._expected):
-            raise _unauthorized("wrong credentials: the password is the workspace token (file 'token' in its data)")
+            raise _unauthorized(
+                "wrong credentials: the password is the workspace token (file 'token' in its data), "
+                "or a device's secret with its id as user name"
+            )
+
+    async def _is_device(self, username: bytes, password: bytes) -> bool:
+        if self._device_login is None or not username:
+            return False
+        try:
+            user, secret = username.decode(), password.decode()
+        except UnicodeDecodeError:
+            return False
+        # A salted hash per check: off the event loop.
+        return await asyncio.to_thread(self._device_login, user, secret)
 
 
 class _Images:
@@ -226,13 +252,18 @@ def _check_name(name: str) -> str:
     return name
 
 
-def create_registry_router(*, resolver: ImageResolver, blobs: BlobStore, token: str) -> APIRouter:
-    """The `/v2/` routes; include the router at the application's root, it checks credentials itself."""
+def create_registry_router(
+    *, resolver: ImageResolver, blobs: BlobStore, token: str, device_login: DeviceLogin | None = None
+) -> APIRouter:
+    """The `/v2/` routes; include the router at the application's root, it checks credentials itself.
+
+    `device_login(id, secret)` says whether a device's credentials are valid; devices may then pull too.
+    """
     images = _Images(resolver=resolver, blobs=blobs)
     router = APIRouter(
         route_class=_RegistryRoute,
         tags=["registry"],
-        dependencies=[Depends(RegistryCredentials(token=token))],
+        dependencies=[Depends(RegistryCredentials(token=token, device_login=device_login))],
     )
 
     @router.get("/v2/", summary="The distribution API's base: 200 when the credentials are good")

@@ -6,7 +6,7 @@ import sys
 from typing import Annotated, NoReturn
 
 import typer
-from edgewise.cloud.cli import activities, experiments, images, models, output, runs
+from edgewise.cloud.cli import activities, broker, devices, experiments, images, models, output, runs
 from edgewise.cloud.cli.context import CliSettings
 from edgewise.cloud.cli.up import up
 from edgewise.cloud.errors import ServiceUnavailableError
@@ -26,6 +26,8 @@ app.add_typer(experiments.app, name="experiment")
 app.add_typer(models.app, name="model")
 app.add_typer(images.app, name="image")
 app.add_typer(activities.app, name="activity")
+app.add_typer(devices.app, name="device")
+app.add_typer(broker.app, name="broker")
 
 _START_HINT = "; start the service with `edgewise up`, or point --url / EDGEWISE_URL at a running workspace"
 

@@ -20,6 +20,7 @@ from edgewise.cloud.images.layers import DEFAULT_MTIME, Layer, LayerFile, Source
 from edgewise.cloud.names import check_name, check_relpath
 from edgewise.cloud.store.blobs import BlobStore
 from edgewise.cloud.store.records import FileEntry
+from edgewise.runtime.oci import oci as shared_oci
 
 MODEL_REPOSITORY = "/var/lib/edgewise/models"
 MODULE_CONFIG = "/etc/edgewise/module.json"
@@ -242,7 +243,7 @@ def _copy_base(store: BlobStore, base: BaseImage) -> list[oci.Descriptor]:
     return copied
 
 
-def _chunks(reader: oci.VerifiedReader) -> Iterator[bytes]:
+def _chunks(reader: shared_oci.VerifiedReader) -> Iterator[bytes]:
     while chunk := reader.read(1 << 20):
         yield chunk
     reader.read_to_end()

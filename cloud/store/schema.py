@@ -222,3 +222,27 @@ model_references = sa.Table(
     sa.CheckConstraint("(version_id IS NULL) <> (image_id IS NULL)", name="ck_model_references_one_target"),
     sa.Index(None, "kind", "ref"),
 )
+
+# Registered devices. Credentials live with the broker's accounts, not here; the state columns hold what the
+# device last said about itself over MQTT (None until it has said anything).
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("id", NAME, primary_key=True),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("last_seen_at", TIME, nullable=True),
+    sa.Column("status", sa.String(16), nullable=True),
+    sa.Column("reported", sa.Text, nullable=True),
+    sa.Column("desired_version", sa.BigInteger, nullable=True),
+)
+
+# A device's tags, one row each (as for runs, models and images), so tag filters and deployment target
+# conditions compile to indexed SQL instead of reading every device.
+device_tags = sa.Table(
+    "device_tags",
+    metadata,
+    sa.Column("device_id", NAME, sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("key", KEY, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Index(None, "key"),
+)

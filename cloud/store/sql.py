@@ -39,6 +39,7 @@ from edgewise.cloud.store.schema import (
     snapshot_files,
 )
 from edgewise.cloud.store.sql_activities import SqlActivities
+from edgewise.cloud.store.sql_devices import SqlDevices
 from edgewise.cloud.store.sql_images import SqlImages
 from edgewise.cloud.store.sql_metrics import SqlMetrics, require_run
 from edgewise.cloud.store.sql_models import SqlModelRegistry
@@ -57,8 +58,9 @@ _RUN_COUNT = (
 )
 
 
-class SqlStore(SqlMetrics, SqlModelRegistry, SqlImages, SqlActivities):
-    """The workspace's metadata: experiments, runs, metrics, artifacts, the model and image registries, activities."""
+class SqlStore(SqlMetrics, SqlModelRegistry, SqlImages, SqlActivities, SqlDevices):
+    """The workspace's metadata: experiments, runs, metrics, artifacts, the model and image registries, activities,
+    devices."""
 
     def __init__(self, *, database: Database) -> None:
         self._db = database

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from edgewise.runtime.agent.errors import ConfigError, ManifestError
 
@@ -35,7 +34,7 @@ def generate_private_key() -> Ed25519PrivateKey:
 
 def private_key_bytes(key: Ed25519PrivateKey) -> bytes:
     """The 32 raw private bytes, for a key file the workspace keeps with mode 0600."""
-    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    return key.private_bytes_raw()
 
 
 def load_private_key(raw: bytes) -> Ed25519PrivateKey:
@@ -45,7 +44,7 @@ def load_private_key(raw: bytes) -> Ed25519PrivateKey:
 def public_key_text(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
     """`ed25519:<base64>`: the form a connection string carries."""
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw = public.public_bytes_raw()
     return _PREFIX + base64.b64encode(raw).decode()
 
 
@@ -64,7 +63,7 @@ def load_public_key(text: str) -> Ed25519PublicKey:
 def key_id(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
     """A short fingerprint naming the key in signatures and logs."""
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw = public.public_bytes_raw()
     return hashlib.sha256(raw).hexdigest()[:16]
 
 

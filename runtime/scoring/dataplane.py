@@ -11,6 +11,7 @@ import time
 import numpy as np
 from edgewise.runtime.scoring.errors import InvalidInputError, ModelNotFoundError
 from edgewise.runtime.scoring.registry import ModelRegistry, ModelVersion
+from edgewise.runtime.scoring.sampling import RequestSampler, SampleSettings
 from edgewise.runtime.scoring.stats import ModelStats
 from edgewise.runtime.scoring.types import (
     InferOutput,
@@ -29,9 +30,13 @@ _TRANSPORT_PARAMETERS = frozenset({"binary_data_output", "binary_data", "binary_
 
 
 class DataPlane:
-    def __init__(self, registry: ModelRegistry, *, strict_readiness: bool = False) -> None:
+    def __init__(
+        self, registry: ModelRegistry, *, strict_readiness: bool = False, sampling: SampleSettings | None = None
+    ) -> None:
         self.registry = registry
         self.strict_readiness = strict_readiness
+        # None unless sampling is on, so the hot path pays a single attribute check.
+        self.sampler = RequestSampler.from_settings(sampling) if sampling is not None else None
 
     # -- health and metadata -----------------------------------------------------------------
 
@@ -76,6 +81,8 @@ class DataPlane:
             ok = True
         finally:
             mv.stats.record_request(time.perf_counter_ns() - start, ok=ok)
+        if self.sampler is not None:
+            self.sampler.offer(mv.name, str(mv.version), request.inputs, outputs)
         parameters = {k: v for k, v in request.parameters.items() if k not in _TRANSPORT_PARAMETERS}
         return InferResponse(request.model_name, str(mv.version), outputs, request.id, parameters)
 

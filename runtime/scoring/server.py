@@ -1,4 +1,9 @@
-"""The composition root: wires registry, dataplane and both protocol adapters, and runs them."""
+"""The composition root: wires registry, dataplane and both protocol adapters, and runs them.
+
+With an admin socket directory the server also listens privately on DIR/http.sock (the REST app plus
+`/v2/admin/*`) and DIR/grpc.sock, so the agent reaches exactly this process while another version shares
+the public ports. With `defer_listen` the public ports open only on `POST /v2/admin/listen`.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
+import grpc
 import uvicorn
 from edgewise.runtime.scoring.backends import load_backend
 from edgewise.runtime.scoring.dataplane import DataPlane
@@ -18,9 +27,14 @@ from edgewise.runtime.scoring.protocol.grpc_api import build_grpc_server, set_se
 from edgewise.runtime.scoring.protocol.rest_api import build_rest_app
 from edgewise.runtime.scoring.registry import ModelRegistry
 from edgewise.runtime.scoring.settings import ServerSettings
-from grpc_health.v1.health import HealthServicer
+from grpc_health.v1 import health as grpc_health
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 log = logging.getLogger("edgewise.scoring")
+_ACCEPTED_REQUEST_WAIT = 0.2  # seconds between closing the listeners and closing idle connections
 
 
 def _reuseport_socket(host: str, port: int) -> socket.socket:
@@ -36,6 +50,23 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
     sock.listen(1024)
     sock.set_inheritable(True)
     return sock
+
+
+def _unix_socket(path: Path) -> socket.socket:
+    """A listening unix socket at `path`, private to the owner (a stale socket file is replaced)."""
+    _check_socket_path(path)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
+
+
+def _check_socket_path(path: Path) -> None:
+    if len(os.fsencode(path)) > 107:  # sun_path holds 108 bytes with the terminating NUL
+        raise OSError(f"admin socket path {path} is longer than 107 bytes; choose a shorter --admin-socket-dir")
 
 
 def _has_listener(host: str, port: int) -> bool:
@@ -55,50 +86,183 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
+@dataclass
+class _Listeners:
+    """One HTTP (uvicorn) and one gRPC server serving the same dataplane on one kind of address."""
+
+    http: _HttpServer
+    task: asyncio.Task[None]
+    sock: socket.socket
+    grpc: grpc.aio.Server
+
+
 class ScoringServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.metrics = ServerMetrics() if settings.metrics else None
         loader = functools.partial(load_backend, intra_op_threads=settings.intra_op_threads)
         self.registry = ModelRegistry(settings.model_repository, loader=loader, metrics=self.metrics)
-        self.dataplane = DataPlane(self.registry, strict_readiness=settings.strict_readiness)
+        self.dataplane = DataPlane(self.registry, strict_readiness=settings.strict_readiness, sampling=settings)
         self._stop = asyncio.Event()
+        self._health = grpc_health.aio.HealthServicer()
+        self._listen_lock = asyncio.Lock()
+        self._stopping = False
+        self._admin: _Listeners | None = None
+        self._public: _Listeners | None = None
+        self._ports: tuple[int, int] = (0, 0)  # (http, grpc) of the public listeners once open
 
     def stop(self) -> None:
         self._stop.set()
 
     async def serve(self) -> None:
         s = self.settings
+        await set_serving(self._health, False)
+        try:
+            if s.admin_socket_dir is not None:
+                self._admin = await self._start_admin(s.admin_socket_dir)
+            if s.defer_listen:
+                log.info("edgewise-score admin sockets in %s; public ports open on request", s.admin_socket_dir)
+            else:
+                await self.open_public()
+            await self._watch_repository(self._health)
+        finally:
+            await set_serving(self._health, False)
+            await self._close()
+            log.info("edgewise-score stopped")
+
+    async def open_public(self) -> tuple[int, int]:
+        """Open the public HTTP and gRPC listeners (once); returns their (http, grpc) ports."""
+        async with self._listen_lock:
+            if self._public is None:
+                if self._stopping:
+                    raise OSError("the server is stopping")
+                self._public = await self._start_public()
+            return self._ports
+
+    async def _start_public(self) -> _Listeners:
+        s = self.settings
         for protocol, port in (("gRPC", s.grpc_port), ("HTTP", s.http_port)):
             if port and _has_listener(s.host, port):
                 log.warning(
                     "%s port %d already has a listener; sharing it (SO_REUSEPORT) as a module handover does. "
-                    "If that is not a handover, stop the other server or choose another port.", protocol, port
+                    "If that is not a handover, stop the other server or choose another port.",
+                    protocol,
+                    port,
                 )
-        grpc_server, health, grpc_port = build_grpc_server(
-            self.dataplane, host=s.host, port=s.grpc_port, max_message_bytes=s.max_message_bytes
+        grpc_server, _, grpc_port = build_grpc_server(
+            self.dataplane,
+            host=s.host,
+            port=s.grpc_port,
+            max_message_bytes=s.max_message_bytes,
+            health_servicer=self._health,
         )
         await grpc_server.start()
-        await set_serving(health, False)
-        sock = _reuseport_socket(s.host, s.http_port)
+        try:
+            sock = _reuseport_socket(s.host, s.http_port)
+        except OSError:
+            await grpc_server.stop(None)
+            raise
         http_port = sock.getsockname()[1]
         app = build_rest_app(self.dataplane, metrics=self.metrics, max_message_bytes=s.max_message_bytes)
+        listeners = await self._serve_http(app, sock, grpc_server)
+        self._ports = (http_port, grpc_port)
+        log.info("edgewise-score live: gRPC on %s:%d, HTTP on %s:%d", s.host, grpc_port, s.host, http_port)
+        return listeners
+
+    async def _start_admin(self, directory: Path) -> _Listeners:
+        s = self.settings
+        directory.mkdir(parents=True, exist_ok=True)
+        grpc_path = directory / "grpc.sock"
+        _check_socket_path(grpc_path)
+        with contextlib.suppress(FileNotFoundError):
+            grpc_path.unlink()
+        grpc_server, _, _ = build_grpc_server(
+            self.dataplane,
+            host=s.host,
+            port=0,
+            max_message_bytes=s.max_message_bytes,
+            listen_tcp=False,
+            unix_socket=grpc_path,
+            health_servicer=self._health,
+        )
+        await grpc_server.start()
+        try:
+            sock = _unix_socket(directory / "http.sock")
+        except OSError:
+            await grpc_server.stop(None)
+            raise
+        app = build_rest_app(
+            self.dataplane,
+            metrics=self.metrics,
+            max_message_bytes=s.max_message_bytes,
+            extra_routes=self._admin_routes(),
+        )
+        return await self._serve_http(app, sock, grpc_server)
+
+    async def _serve_http(self, app: Starlette, sock: socket.socket, grpc_server: grpc.aio.Server) -> _Listeners:
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         http = _HttpServer(config)
-        http_task = asyncio.create_task(http.serve(sockets=[sock]))
-        log.info("edgewise-score live: gRPC on %s:%d, HTTP on %s:%d", s.host, grpc_port, s.host, http_port)
-        try:
-            await self._watch_repository(health)
-        finally:
-            await set_serving(health, False)
-            http.should_exit = True
-            await grpc_server.stop(s.grace_period)
-            with contextlib.suppress(asyncio.CancelledError):
-                await http_task
+        task = asyncio.create_task(http.serve(sockets=[sock]))
+        while not http.started and not task.done():
+            await asyncio.sleep(0.005)
+        if task.done():
             sock.close()
-            log.info("edgewise-score stopped")
+            await grpc_server.stop(None)
+            task.result()  # raises what stopped it
+            raise OSError("the HTTP server stopped while starting")
+        return _Listeners(http=http, task=task, sock=sock, grpc=grpc_server)
 
-    async def _watch_repository(self, health: HealthServicer) -> None:
+    def _admin_routes(self) -> list[BaseRoute]:
+        """Routes of the private admin socket only: the agent's handover steps."""
+
+        async def listen(request: Request) -> Response:
+            try:
+                http_port, grpc_port = await self.open_public()
+            except OSError as exc:
+                return JSONResponse({"error": f"cannot open the public ports: {exc}"}, status_code=500)
+            return JSONResponse({"http_port": http_port, "grpc_port": grpc_port})
+
+        async def state(request: Request) -> Response:
+            open_ = self._public is not None
+            return JSONResponse(
+                {
+                    "pid": os.getpid(),
+                    "listening": open_,
+                    "http_port": self._ports[0] if open_ else None,
+                    "grpc_port": self._ports[1] if open_ else None,
+                    "ready": self.dataplane.ready(),
+                    "stopping": self._stopping,
+                }
+            )
+
+        return [Route("/v2/admin/listen", listen, methods=["POST"]), Route("/v2/admin/state", state)]
+
+    async def _close(self) -> None:
+        """Drain: stop accepting everywhere, let in-flight requests finish within the grace period."""
+        async with self._listen_lock:
+            self._stopping = True
+        groups = [g for g in (self._public, self._admin) if g is not None]
+        # Stop accepting first (connections still queued move to a newer server sharing the port when
+        # net.ipv4.tcp_migrate_req is on), and give connections accepted a moment ago time to deliver their
+        # request: uvicorn's shutdown closes every connection that has no request in progress yet.
+        for group in groups:
+            for listener in getattr(group.http, "servers", []):
+                listener.close()
+        if groups:
+            await asyncio.sleep(_ACCEPTED_REQUEST_WAIT)
+        for group in groups:
+            group.http.should_exit = True
+        await asyncio.gather(*(group.grpc.stop(self.settings.grace_period) for group in groups))
+        for group in groups:
+            with contextlib.suppress(asyncio.CancelledError):
+                await group.task
+            group.sock.close()
+        if self._admin is not None and self.settings.admin_socket_dir is not None:
+            for name in ("http.sock", "grpc.sock"):
+                with contextlib.suppress(OSError):
+                    (self.settings.admin_socket_dir / name).unlink()
+
+    async def _watch_repository(self, health: grpc_health.aio.HealthServicer) -> None:
         """Load the repository, then rescan it until stopped, keeping the health service in step."""
         serving: bool | None = None
         stop = asyncio.ensure_future(self._stop.wait())

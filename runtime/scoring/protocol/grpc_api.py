@@ -10,6 +10,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -207,9 +208,20 @@ class InferenceServicer:
 
 
 def build_grpc_server(
-    dataplane: DataPlane, *, host: str, port: int, max_message_bytes: int
+    dataplane: DataPlane,
+    *,
+    host: str,
+    port: int,
+    max_message_bytes: int,
+    listen_tcp: bool = True,
+    unix_socket: Path | None = None,
+    health_servicer: health.aio.HealthServicer | None = None,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
-    """A grpc.aio server on host:port; SO_REUSEPORT lets a new server start beside an old one."""
+    """A grpc.aio server on host:port and/or a unix socket; SO_REUSEPORT lets a new server start beside an old one.
+
+    Servers built with the same `health_servicer` report the same serving status (a private admin listener
+    and the public one of one process). The returned port is 0 without `listen_tcp`.
+    """
     # The transport accepts up to twice the limit so that oversized requests get a clear
     # INVALID_ARGUMENT from the servicer instead of a bare RESOURCE_EXHAUSTED.
     transport_limit = min(2 * max_message_bytes, 2**31 - 1)
@@ -222,7 +234,7 @@ def build_grpc_server(
     )
     servicer = InferenceServicer(dataplane, max_message_bytes=max_message_bytes)
     server.add_generic_rpc_handlers((servicer.generic_handler(),))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_servicer or health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # Reflection answers from the inference package's private pool, which also gets the health and
     # reflection files so that every listed service can be described.
@@ -231,9 +243,13 @@ def build_grpc_server(
             pb.POOL.AddSerializedFile(descriptor.serialized_pb)
     names = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server, pool=pb.POOL)
-    bound = server.add_insecure_port(f"{host}:{port}")
-    if bound == 0:
-        raise OSError(f"cannot bind gRPC to {host}:{port}")
+    bound = 0
+    if listen_tcp:
+        bound = server.add_insecure_port(f"{host}:{port}")
+        if bound == 0:
+            raise OSError(f"cannot bind gRPC to {host}:{port}")
+    if unix_socket is not None and server.add_insecure_port(f"unix:{unix_socket}") == 0:
+        raise OSError(f"cannot bind gRPC to the unix socket {unix_socket}")
     return server, health_servicer, bound
 
 

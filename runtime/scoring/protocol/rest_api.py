@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -15,7 +15,7 @@ from edgewise.runtime.scoring.types import TensorSpec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -68,7 +68,15 @@ def statistics_json(stats: ModelStats) -> dict[str, Any]:
     }
 
 
-def build_rest_app(dataplane: DataPlane, *, metrics: ServerMetrics | None, max_message_bytes: int) -> Starlette:
+def build_rest_app(
+    dataplane: DataPlane,
+    *,
+    metrics: ServerMetrics | None,
+    max_message_bytes: int,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """The KServe v2 REST app; `extra_routes` adds private routes (the admin socket's) to this instance only."""
+
     def guarded(handler: Endpoint) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             try:
@@ -187,4 +195,4 @@ def build_rest_app(dataplane: DataPlane, *, metrics: ServerMetrics | None, max_m
             Route(f"{base}/infer", guarded(infer), methods=["POST"]),
             Route(f"{base}/stats", guarded(stats)),
         ]
-    return Starlette(routes=routes)
+    return Starlette(routes=[*extra_routes, *routes])

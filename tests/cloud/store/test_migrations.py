@@ -28,7 +28,7 @@ def test_fresh_database_gets_every_table(db_url: str) -> None:
     SqlStore.open(db_url).close()
     names, revision = _tables(db_url)
     assert set(metadata.tables) <= names
-    assert revision == ["0002"]
+    assert revision == ["0003"]
 
 
 def test_reopen_is_idempotent_and_keeps_data(db_url: str) -> None:
@@ -39,7 +39,7 @@ def test_reopen_is_idempotent_and_keeps_data(db_url: str) -> None:
         store = SqlStore.open(db_url)
         assert store.get_run(run.id) == run
         store.close()
-    assert _tables(db_url)[1] == ["0002"]
+    assert _tables(db_url)[1] == ["0003"]
 
 
 def test_concurrent_opens_migrate_once(db_url: str) -> None:
@@ -60,7 +60,7 @@ def test_concurrent_opens_migrate_once(db_url: str) -> None:
     for store in opened:
         store.close()
     assert errors == []
-    assert _tables(db_url)[1] == ["0002"]
+    assert _tables(db_url)[1] == ["0003"]
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "mysql://u@127.0.0.1/db", "not a url"])

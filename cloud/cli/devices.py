@@ -1,0 +1,143 @@
+"""`edgewise device ...`: the device registry — add (prints the connection string), list, show, tag, remove."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from edgewise.cloud.cli import output
+from edgewise.cloud.cli.context import OutputOption, client_from
+from edgewise.cloud.cli.output import OutputFormat
+from edgewise.cloud.cli.parsing import parse_pairs, parse_tag_filters
+from edgewise.cloud.store.device_records import Device
+from rich.markup import escape
+from rich.table import Table
+
+app = typer.Typer(help="Edge devices: credentials, connection strings and tags.", no_args_is_help=True)
+
+DeviceArg = Annotated[str, typer.Argument(metavar="ID", help="device id")]
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    device_id: DeviceArg,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="tag KEY=VALUE (repeatable)")] = None,
+    output_format: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Register a device and print its connection string (the only time its secret is shown)."""
+    added = client_from(ctx).add_device(device_id, tags=parse_pairs(tag, option="--tag"))
+    if output_format is OutputFormat.JSON:
+        output.print_json(added.to_dict())
+        return
+    output.note(f"added device {added.device.id}; give it this connection string (it is not shown again):")
+    output.out.print(added.connection_string, highlight=False, markup=False)
+
+
+@app.command("list")
+def list_devices(
+    ctx: typer.Context,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="KEY (tag present) or KEY=VALUE (tag equal); repeatable")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many devices", min=1)] = None,
+    output_format: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """List devices by id."""
+    devices = client_from(ctx).list_devices(tags=parse_tag_filters(tag), limit=limit)
+    if output_format is OutputFormat.JSON:
+        output.print_json([device.to_dict() for device in devices])
+        return
+    table = Table()
+    for column in ("id", "status", "last seen", "desired", "reported", "tags"):
+        table.add_column(column)
+    for device in devices:
+        table.add_row(
+            escape(device.id),
+            escape(device.status or "-"),
+            output.when(device.last_seen_at),
+            _version(device.desired_version),
+            _version(device.reported_version),
+            escape(output.pairs(device.tags)),
+        )
+    output.out.print(table)
+
+
+@app.command("show")
+def show(ctx: typer.Context, device_id: DeviceArg, output_format: OutputOption = OutputFormat.TABLE) -> None:
+    """One device: tags, online status, last seen, and desired beside reported state."""
+    device = client_from(ctx).get_device(device_id)
+    if output_format is OutputFormat.JSON:
+        output.print_json(device.to_dict())
+        return
+    output.key_values(
+        f"device {escape(device.id)}",
+        [
+            ("status", escape(device.status or "never connected")),
+            ("last seen", output.when(device.last_seen_at)),
+            ("created", output.when(device.created_at)),
+            ("tags", escape(output.pairs(device.tags))),
+        ],
+    )
+    table = Table(title="\nstate", title_justify="left")
+    for column in ("", "desired", "reported"):
+        table.add_column(column)
+    for key, desired, reported in _state_rows(device):
+        table.add_row(key, escape(desired), escape(reported))
+    output.out.print(table)
+
+
+@app.command("tag")
+def tag(
+    ctx: typer.Context,
+    device_id: DeviceArg,
+    pairs: Annotated[list[str] | None, typer.Argument(metavar="KEY=VALUE...", help="tags to set")] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="remove tag KEY (repeatable)")] = None,
+    output_format: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Set or remove tags of a device."""
+    values = parse_pairs(pairs, option="KEY=VALUE")
+    if not values and not remove:
+        raise typer.BadParameter("nothing to change: give KEY=VALUE or --remove KEY", param_hint="KEY=VALUE")
+    updated = client_from(ctx).tag_device(device_id, set=values, remove=list(remove or ()))
+    if output_format is OutputFormat.JSON:
+        output.print_json(updated.to_dict())
+    else:
+        output.out.print(f"{escape(updated.id)} tags: {escape(output.pairs(updated.tags))}", highlight=False)
+
+
+@app.command("remove")
+def remove(
+    ctx: typer.Context,
+    device_id: DeviceArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    output_format: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Remove a device: its credentials are revoked at once, so it can no longer connect."""
+    if not yes:
+        typer.confirm(f"remove device {device_id} and revoke its credentials?", abort=True)
+    client_from(ctx).remove_device(device_id)
+    if output_format is OutputFormat.JSON:
+        output.print_json({"id": device_id, "removed": True})
+    else:
+        output.out.print(f"removed {escape(device_id)}", highlight=False)
+
+
+def _version(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _state_rows(device: Device) -> list[tuple[str, str, str]]:
+    """Desired beside reported: the manifest version, then what the device said about applying it."""
+    reported: dict[str, Any] = device.reported or {}
+    status = reported.get("lastDesiredStatus")
+    rows = [("version", _version(device.desired_version), _version(device.reported_version))]
+    if isinstance(status, dict):
+        rows.append(("outcome", "", f"{status.get('code', '-')} {status.get('description') or ''}".strip()))
+    modules = reported.get("modules")
+    if isinstance(modules, dict):
+        for name, module in sorted(modules.items()):
+            state = module.get("runtimeStatus", "-") if isinstance(module, dict) else json.dumps(module)
+            rows.append((f"module {name}", "", str(state)))
+    return rows

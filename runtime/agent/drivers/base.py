@@ -1,0 +1,158 @@
+"""What a sandbox driver is given (`LaunchSpec`) and gives back (`Command`), and the scoring command line.
+
+A module's command is its image's entrypoint, `edgewise-score --model-repository /var/lib/edgewise/models ...`,
+run with the scoring server the agent ships with (so an image needs no Python of its own). The agent owns the
+listening options (`--host`, ports, admin sockets, metrics, sampling): those in the image are replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from edgewise.runtime.agent.errors import ModuleError
+from edgewise.runtime.agent.model import ModuleSettings
+
+SCORE_COMMAND = "edgewise-score"
+MODELS_DIR = PurePosixPath("/var/lib/edgewise/models")
+DATA_DIR = PurePosixPath("/var/lib/edgewise/data")
+MODULE_CONFIG = PurePosixPath("/etc/edgewise/module.json")
+# Processes of a sandbox's own plumbing: they follow the module out, so stop signals go to the module first.
+WRAPPER_COMMANDS = frozenset({"bwrap"})
+
+# Options the agent sets itself; the image's values (if any) are dropped.
+_OWNED_WITH_VALUE = frozenset(
+    {"--host", "--http-port", "--grpc-port", "--admin-socket-dir", "--sample-file", "--sample-rate"}
+)
+_OWNED_FLAGS = frozenset({"--defer-listen", "--metrics"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchSpec:
+    """Everything needed to start one generation of one module."""
+
+    module: str
+    generation: int  # increases with every start of this module
+    rootfs: Path
+    image_config: Mapping[str, Any]
+    settings: ModuleSettings
+    env: Mapping[str, str]
+    data_dir: Path  # writable, kept across versions
+    admin_dir: Path  # private sockets of this generation (created empty by the caller)
+    log_path: Path
+    sample_file: Path | None = None
+    sample_rate: float = 0.0
+    defer_listen: bool = False  # open the public ports only on POST /v2/admin/listen (a verified start)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    """A process to start: arguments, a complete environment, and the working directory."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+
+class Sandbox(Protocol):
+    name: str  # "bubblewrap" or "none": reported as agent.sandbox
+
+    def argv(self, launch: LaunchSpec) -> list[str]: ...
+
+    def command(self, launch: LaunchSpec) -> Command: ...
+
+
+def scoring_executable() -> list[str]:
+    """The agent's own `edgewise-score`: the script beside this interpreter, or `python -m` as a fallback."""
+    script = shutil.which(SCORE_COMMAND, path=str(Path(sys.executable).parent))
+    if script is not None:
+        return [script]
+    return [sys.executable, "-m", "edgewise.runtime.scoring.cli"]
+
+
+def image_command(image_config: Mapping[str, Any]) -> list[str]:
+    """Entrypoint + Cmd of the image config, checked to be the scoring server."""
+    entrypoint = image_config.get("Entrypoint") or []
+    cmd = image_config.get("Cmd") or []
+    if not isinstance(entrypoint, list) or not isinstance(cmd, list):
+        raise ModuleError("the image config's Entrypoint and Cmd must be lists of strings")
+    args = [str(a) for a in [*entrypoint, *cmd]]
+    if not args:
+        raise ModuleError(f"the image has no entrypoint; build it with `{SCORE_COMMAND} --model-repository ...`")
+    if PurePosixPath(args[0]).name != SCORE_COMMAND:
+        raise ModuleError(f"the image's entrypoint is {args[0]!r}; only {SCORE_COMMAND} images can run as modules")
+    return args
+
+
+def strip_owned_options(args: list[str]) -> list[str]:
+    """Drop the options the agent sets itself, in both `--opt value` and `--opt=value` forms."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if arg in _OWNED_WITH_VALUE:
+            skip = True
+        elif name in _OWNED_WITH_VALUE or arg in _OWNED_FLAGS:
+            continue
+        else:
+            kept.append(arg)
+    return kept
+
+
+def score_argv(launch: LaunchSpec, *, path_in_image: Callable[[str], str], sample_file: str | None) -> list[str]:
+    """The module's command line; `path_in_image` maps an absolute path of the image to where the process sees it."""
+    args = strip_owned_options(image_command(launch.image_config)[1:])
+    translated = [_translate_arg(arg, path_in_image) for arg in args]
+    s = launch.settings
+    argv = [*scoring_executable(), *translated, "--host", s.host, "--http-port", str(s.http_port)]
+    argv += ["--grpc-port", str(s.grpc_port), "--admin-socket-dir", str(launch.admin_dir)]
+    if s.metrics:
+        argv.append("--metrics")
+    if launch.defer_listen:
+        argv.append("--defer-listen")
+    if sample_file is not None and launch.sample_rate > 0:
+        argv += ["--sample-file", sample_file, "--sample-rate", repr(float(launch.sample_rate))]
+    return argv
+
+
+def _translate_arg(arg: str, path_in_image: Callable[[str], str]) -> str:
+    if arg.startswith("/"):
+        return path_in_image(arg)
+    name, sep, value = arg.partition("=")
+    if sep and name.startswith("--") and value.startswith("/"):
+        return f"{name}={path_in_image(value)}"
+    return arg
+
+
+def under(path: str | PurePosixPath, root: PurePosixPath) -> PurePosixPath | None:
+    """`path` relative to `root` when it lies inside it (after normalising `..`), else None."""
+    normal = PurePosixPath(os.path.normpath(str(path)))
+    if normal == root:
+        return PurePosixPath()
+    if root in normal.parents:
+        return normal.relative_to(root)
+    return None
+
+
+def module_env(launch: LaunchSpec, *, home: str, path: str) -> dict[str, str]:
+    """A clean environment: the image's Env, then the manifest's env, with PATH and HOME set by the agent."""
+    env = {"PATH": path, "HOME": home, "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
+    for item in launch.image_config.get("Env") or []:
+        key, sep, value = str(item).partition("=")
+        if sep and key not in ("PATH", "HOME"):
+            env[key] = value
+    env.update(launch.env)
+    return env
+
+
+def agent_bin_path() -> str:
+    """PATH for a module: the agent's interpreter directory first, then the system's."""
+    return ":".join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])

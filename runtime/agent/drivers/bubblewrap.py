@@ -1,0 +1,168 @@
+"""The bubblewrap sandbox: a module sees the host's system directories and the agent's Python read-only, its
+image read-only, its data folder writable, private /tmp, /proc and /dev, and the host network.
+
+Layout inside (see docs/agent.md, "How a module runs"):
+
+    /usr /bin /sbin /lib* /etc      host, read-only (/etc/edgewise/module.json from the image; no shadow files,
+                                    ssh host keys or sudoers)
+    <agent's Python prefixes>       host, read-only at the same paths (and the source tree of an editable install)
+    /image                          the image's root, read-only
+    /var/lib/edgewise/models        the image's model repository, read-only
+    /var/lib/edgewise/data          the module's data folder, writable, kept across versions
+    <admin dir>                     the private sockets, writable at the same path as on the host
+    /tmp, /proc, /dev               private
+
+Not `--die-with-parent`: modules outlive the agent, which adopts them when it starts again.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+from edgewise.runtime.agent.drivers.base import (
+    DATA_DIR,
+    MODELS_DIR,
+    MODULE_CONFIG,
+    Command,
+    LaunchSpec,
+    agent_bin_path,
+    module_env,
+    score_argv,
+    under,
+)
+from edgewise.runtime.agent.errors import ModuleError
+
+IMAGE_MOUNT = PurePosixPath("/image")
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# Packages the scoring server imports: with an editable install they live outside the Python prefix.
+_PACKAGES = ("edgewise", "edgewise.runtime", "edgewise.proto")
+# Host /etc entries a module has no business reading: password hashes, host keys, the agent's own config.
+_ETC_HIDDEN = frozenset(
+    {"edgewise", "edgewise-agent", "shadow", "shadow-", "gshadow", "gshadow-", "ssh", "sudoers", "sudoers.d"}
+)
+
+
+def find_bwrap() -> str | None:
+    return shutil.which("bwrap")
+
+
+@functools.cache
+def bwrap_works(executable: str) -> tuple[bool, str]:
+    """Try `bwrap --ro-bind / / true` once: kernels or containers may forbid the namespaces it needs."""
+    try:
+        done = subprocess.run([executable, "--ro-bind", "/", "/", "true"], capture_output=True, timeout=15, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc)
+    if done.returncode != 0:
+        return False, done.stderr.decode(errors="replace").strip() or f"exit code {done.returncode}"
+    return True, ""
+
+
+def python_paths() -> list[Path]:
+    """Host directories the agent's interpreter and the scoring server's packages are loaded from."""
+    paths = [Path(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}]
+    for name in _PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            paths += [Path(p) for p in spec.submodule_search_locations]
+    return _outermost(p.resolve() for p in paths)
+
+
+def _outermost(paths: Iterable[Path]) -> list[Path]:
+    """Drop paths inside another one of the list, and those the system binds already cover."""
+    system = [Path(d).resolve() for d in _SYSTEM_DIRS if os.path.isdir(d)]
+    result: list[Path] = []
+    for path in sorted(set(paths), key=lambda p: len(p.parts)):
+        if any(path == base or base in path.parents for base in [*system, *result]):
+            continue
+        result.append(path)
+    return result
+
+
+class BubblewrapSandbox:
+    name = "bubblewrap"
+
+    def __init__(self, *, executable: str = "bwrap") -> None:
+        self.executable = executable
+
+    def argv(self, launch: LaunchSpec) -> list[str]:
+        return self.command(launch).argv
+
+    def command(self, launch: LaunchSpec) -> Command:
+        rootfs = launch.rootfs
+        models = rootfs / MODELS_DIR.relative_to("/")
+        if not models.is_dir():
+            raise ModuleError(f"the image has no model repository at {MODELS_DIR} (looked in {models})")
+
+        def path_in_image(path: str) -> str:
+            for inside in (MODELS_DIR, DATA_DIR, MODULE_CONFIG):
+                if under(path, inside) is not None:
+                    return path
+            rel = under(path, PurePosixPath("/"))
+            if rel is not None and os.path.lexists(rootfs / rel):
+                return str(IMAGE_MOUNT / rel)
+            return path
+
+        sample_arg, sample_binds = self._sample(launch)
+        inner = score_argv(launch, path_in_image=path_in_image, sample_file=sample_arg)
+        args = [self.executable, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session"]
+        args += ["--cap-drop", "ALL", "--hostname", launch.module[:63]]
+        args += self._system_binds()
+        args += self._etc_binds(rootfs)
+        args += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
+        for path in python_paths():
+            args += ["--ro-bind", str(path), str(path)]
+        args += ["--ro-bind", str(rootfs), str(IMAGE_MOUNT), "--ro-bind", str(models), str(MODELS_DIR)]
+        args += ["--bind", str(launch.data_dir), str(DATA_DIR)]
+        args += ["--bind", str(launch.admin_dir), str(launch.admin_dir)]
+        args += sample_binds
+        args += ["--chdir", str(DATA_DIR), "--", *inner]
+        env = module_env(launch, home=str(DATA_DIR), path=agent_bin_path())
+        return Command(argv=args, env=env, cwd=Path(launch.data_dir))
+
+    @staticmethod
+    def _system_binds() -> list[str]:
+        args: list[str] = []
+        for directory in _SYSTEM_DIRS:
+            if os.path.islink(directory):  # merged /usr: /lib -> usr/lib
+                args += ["--symlink", os.readlink(directory), directory]
+            elif os.path.isdir(directory):
+                args += ["--ro-bind", directory, directory]
+        return args
+
+    @staticmethod
+    def _etc_binds(rootfs: Path) -> list[str]:
+        """The host's /etc entry by entry (less its secrets), so that the image's /etc/edgewise can sit among them."""
+        args = ["--tmpfs", "/etc"]
+        for entry in sorted(os.listdir("/etc")):
+            if entry in _ETC_HIDDEN:
+                continue
+            path = f"/etc/{entry}"
+            if os.path.islink(path):
+                args += ["--symlink", os.readlink(path), path]
+            else:
+                args += ["--ro-bind", path, path]
+        config = rootfs / MODULE_CONFIG.relative_to("/")
+        if config.is_file():
+            args += ["--ro-bind", str(config), str(MODULE_CONFIG)]
+        return [*args, "--remount-ro", "/etc"]
+
+    @staticmethod
+    def _sample(launch: LaunchSpec) -> tuple[str | None, list[str]]:
+        """Where the module writes sampled requests, and the bind that makes that place writable."""
+        if launch.sample_file is None:
+            return None, []
+        sample = launch.sample_file
+        rel = under(str(sample), PurePosixPath(str(launch.data_dir)))
+        if rel is not None:
+            return str(DATA_DIR / rel), []
+        if under(str(sample), PurePosixPath(str(launch.admin_dir))) is not None:
+            return str(sample), []
+        return str(sample), ["--bind", str(sample.parent), str(sample.parent)]

@@ -1,0 +1,200 @@
+"""Liveness, readiness and the warm-up inference, over a module's private admin sockets.
+
+The admin sockets (`http.sock`, `grpc.sock` in the module's admin folder) reach exactly one generation of a
+module, even while two generations share the public ports during a handover. A version counts as healthy when
+it answers live and ready on both protocols, every model in its repository has a version that loaded, and (with
+warm-up) each model answers one inference with zero-filled inputs: a model that loads but cannot run is caught
+before it takes traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import math
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from edgewise.runtime.agent.errors import HealthCheckError
+
+_POLL = 0.1  # seconds between probes while waiting for a module
+
+
+@dataclass(frozen=True, kw_only=True)
+class Probe:
+    live: bool
+    ready: bool
+    detail: str
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self._path))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def admin_request(
+    admin_dir: Path, method: str, path: str, *, body: Any = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
+    """One HTTP request to the module's admin socket (blocking); (status, body). OSError when unreachable."""
+    connection = _UnixHTTPConnection(admin_dir / "http.sock", timeout)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        connection.request(method, path, body=payload, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    except http.client.HTTPException as exc:
+        raise OSError(f"bad answer from {admin_dir / 'http.sock'}: {exc!r}") from None
+    finally:
+        connection.close()
+
+
+async def admin_call(
+    admin_dir: Path, method: str, path: str, *, body: Any = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
+    """`admin_request` without blocking the event loop."""
+    return await asyncio.to_thread(admin_request, admin_dir, method, path, body=body, timeout=timeout)
+
+
+async def _grpc_serving(admin_dir: Path, timeout: float) -> tuple[bool, str]:
+    # grpc costs the agent about 13 MB: it is loaded on the first probe of a module, never by an idle agent
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"unix:{admin_dir / 'grpc.sock'}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            return False, f"gRPC health: {exc.code().name} {exc.details() or ''}".strip()
+    serving = answer.status == health_pb2.HealthCheckResponse.SERVING
+    return serving, "gRPC serving" if serving else "gRPC not serving"
+
+
+async def probe(admin_dir: Path, *, timeout: float = 2.0) -> Probe:
+    """Live and ready over the admin HTTP socket, and the gRPC health service over the admin gRPC socket."""
+    try:
+        live_status, _ = await admin_call(admin_dir, "GET", "/v2/health/live", timeout=timeout)
+        ready_status, _ = await admin_call(admin_dir, "GET", "/v2/health/ready", timeout=timeout)
+    except OSError as exc:
+        return Probe(live=False, ready=False, detail=f"{admin_dir / 'http.sock'}: {exc.strerror or exc}")
+    live = live_status == 200
+    if not live:
+        return Probe(live=False, ready=False, detail=f"HTTP live answered {live_status}")
+    serving, grpc_detail = await _grpc_serving(admin_dir, timeout)
+    ready = ready_status == 200 and serving
+    if ready:
+        return Probe(live=True, ready=True, detail="ready")
+    http_detail = "HTTP ready" if ready_status == 200 else f"HTTP ready answered {ready_status}"
+    return Probe(live=True, ready=False, detail=f"not ready: {http_detail}, {grpc_detail}")
+
+
+async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: Callable[[], bool]) -> None:
+    """Return once the module is live, ready, every model loaded and (with `warmup`) answered; else raise.
+
+    HealthCheckError says why: the process exited, the deadline passed (with the last probe's answer), a model
+    failed to load, or the warm-up inference of a model failed. The caller may add the module's log tail.
+    """
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while True:
+        if not alive():
+            raise HealthCheckError(f"the module exited before it became healthy (last probe: {last})")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise HealthCheckError(f"the module was not healthy within {timeout:g}s: {last}")
+        result = await probe(admin_dir, timeout=max(0.1, min(2.0, remaining)))
+        if result.ready:
+            models = await _models_loaded(admin_dir, timeout=max(0.1, min(5.0, remaining)))
+            if models is not None:
+                break
+            last = "a model is still loading"
+        else:
+            last = result.detail
+        await asyncio.sleep(_POLL)
+    if warmup:
+        for name in models:
+            if not alive():
+                raise HealthCheckError("the module exited during its warm-up inference")
+            await _warm_up(admin_dir, name, timeout=max(1.0, deadline - time.monotonic()))
+
+
+async def _models_loaded(admin_dir: Path, *, timeout: float) -> list[str] | None:
+    """The names of the models with a READY version; None while one is loading; raises if one failed."""
+    index = await _get_json(admin_dir, "POST", "/v2/repository/index", timeout=timeout, body={}, what="model index")
+    states: dict[str, list[dict[str, Any]]] = {}
+    for entry in index if isinstance(index, list) else []:
+        states.setdefault(str(entry.get("name")), []).append(entry)
+    ready: list[str] = []
+    for name, entries in sorted(states.items()):
+        if any(e.get("state") == "READY" for e in entries):
+            ready.append(name)
+        elif any(e.get("state") == "LOADING" for e in entries):
+            return None
+        else:
+            reasons = "; ".join(str(e.get("reason") or "no reason given") for e in entries)
+            raise HealthCheckError(f"model {name!r} did not load: {reasons}")
+    return ready
+
+
+async def _warm_up(admin_dir: Path, model: str, *, timeout: float) -> None:
+    path = f"/v2/models/{quote(model, safe='')}"
+    meta = await _get_json(admin_dir, "GET", path, timeout=timeout, what=f"metadata of model {model!r}")
+    try:
+        request = {"inputs": [_zero_tensor(spec) for spec in meta.get("inputs", [])]}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise HealthCheckError(f"warm-up of model {model!r}: unusable input metadata ({exc})") from None
+    try:
+        status, body = await admin_call(admin_dir, "POST", f"{path}/infer", body=request, timeout=timeout)
+    except OSError as exc:
+        raise HealthCheckError(f"warm-up inference of model {model!r} got no answer: {exc}") from None
+    if status != 200:
+        raise HealthCheckError(f"warm-up inference of model {model!r} failed with {status}: {_error_text(body)}")
+
+
+def _zero_tensor(spec: dict[str, Any]) -> dict[str, Any]:
+    """A zero-filled input (unknown dimensions as 1; empty strings for BYTES, false for BOOL)."""
+    shape = [int(d) if int(d) >= 0 else 1 for d in spec["shape"]]
+    datatype = str(spec["datatype"])
+    zero: Any = "" if datatype == "BYTES" else False if datatype == "BOOL" else 0
+    return {"name": spec["name"], "shape": shape, "datatype": datatype, "data": [zero] * math.prod(shape)}
+
+
+async def _get_json(admin_dir: Path, method: str, path: str, *, timeout: float, what: str, body: Any = None) -> Any:
+    try:
+        status, raw = await admin_call(admin_dir, method, path, body=body, timeout=timeout)
+    except OSError as exc:
+        raise HealthCheckError(f"cannot read the {what}: {exc}") from None
+    if status != 200:
+        raise HealthCheckError(f"cannot read the {what}: {status} {_error_text(raw)}")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise HealthCheckError(f"the {what} is not JSON: {raw[:200]!r}") from None
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body[:500].decode(errors="replace")
+    if isinstance(doc, dict) and "error" in doc:
+        return str(doc["error"])
+    return body[:500].decode(errors="replace")

@@ -1,0 +1,323 @@
+"""The state directory: the accepted manifest and one record per module, written atomically.
+
+The agent keeps nothing in memory that it cannot rebuild from here: after a crash it re-verifies
+`manifest.json`, reads every `modules/{name}/record.json`, adopts the processes that still run and
+converges again. Writes go to a temporary file that is fsynced and renamed over the old one, so a
+power cut leaves either the old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from edgewise.runtime.agent.errors import AgentError, ManifestError
+from edgewise.runtime.agent.manifest import parse_manifest
+from edgewise.runtime.agent.model import (
+    DesiredStatus,
+    Manifest,
+    ModuleSettings,
+    ModuleSpec,
+    ModuleType,
+    RestartPolicy,
+    RuntimeStatus,
+)
+
+log = logging.getLogger(__name__)
+
+RECORD_FILE = "record.json"
+_ADMIN = re.compile(r"^admin-(\d+)$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rollback:
+    """Why a module still runs its previous version: the new one (`from_digest`) failed under that manifest."""
+
+    from_digest: str
+    reason: str
+    manifest_version: int
+
+    def report(self) -> dict[str, Any]:
+        return {"fromDigest": self.from_digest, "reason": self.reason}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModuleRecord:
+    """What the agent knows about one module, enough to adopt its process after the agent restarts.
+
+    `spec` is the normalised spec of the version that runs (or was last attempted when nothing runs);
+    `manifest_version` is the manifest version the agent last acted on for this module.
+    """
+
+    name: str
+    generation: int = 0
+    pid: int | None = None
+    start_ticks: int | None = None
+    started_at: float | None = None
+    image: str | None = None
+    digest: str | None = None
+    spec: Mapping[str, Any] | None = None
+    manifest_version: int | None = None
+    restart_count: int = 0
+    last_start: float | None = None
+    last_exit: float | None = None
+    exit_code: int | None = None
+    status: RuntimeStatus = RuntimeStatus.UNKNOWN
+    description: str = ""
+    rollback: Rollback | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "generation": self.generation,
+            "pid": self.pid,
+            "startTicks": self.start_ticks,
+            "startedAt": self.started_at,
+            "image": self.image,
+            "digest": self.digest,
+            "spec": dict(self.spec) if self.spec is not None else None,
+            "manifestVersion": self.manifest_version,
+            "restartCount": self.restart_count,
+            "lastStart": self.last_start,
+            "lastExit": self.last_exit,
+            "exitCode": self.exit_code,
+            "status": self.status.value,
+            "description": self.description,
+            "rollback": None
+            if self.rollback is None
+            else {
+                "fromDigest": self.rollback.from_digest,
+                "reason": self.rollback.reason,
+                "manifestVersion": self.rollback.manifest_version,
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModuleRecord:
+        rollback = data.get("rollback")
+        spec = data.get("spec")
+        return cls(
+            name=str(data["name"]),
+            generation=int(data.get("generation") or 0),
+            pid=_opt_int(data.get("pid")),
+            start_ticks=_opt_int(data.get("startTicks")),
+            started_at=_opt_float(data.get("startedAt")),
+            image=data.get("image"),
+            digest=data.get("digest"),
+            spec=MappingProxyType(dict(spec)) if isinstance(spec, dict) else None,
+            manifest_version=_opt_int(data.get("manifestVersion")),
+            restart_count=int(data.get("restartCount") or 0),
+            last_start=_opt_float(data.get("lastStart")),
+            last_exit=_opt_float(data.get("lastExit")),
+            exit_code=_opt_int(data.get("exitCode")),
+            status=RuntimeStatus(data.get("status", RuntimeStatus.UNKNOWN.value)),
+            description=str(data.get("description") or ""),
+            rollback=None
+            if not isinstance(rollback, dict)
+            else Rollback(
+                from_digest=str(rollback["fromDigest"]),
+                reason=str(rollback["reason"]),
+                manifest_version=int(rollback["manifestVersion"]),
+            ),
+        )
+
+    def with_changes(self, **changes: Any) -> ModuleRecord:
+        return replace(self, **changes)
+
+
+def spec_document(spec: ModuleSpec) -> dict[str, Any]:
+    """A module spec as normalised JSON (every default spelled out), so equal specs compare equal."""
+    s = spec.settings
+    return {
+        "type": spec.type.value,
+        "image": spec.image,
+        "status": spec.status.value,
+        "restartPolicy": spec.restart_policy.value,
+        "env": dict(sorted(spec.env.items())),
+        "settings": {
+            "httpPort": s.http_port,
+            "grpcPort": s.grpc_port,
+            "host": s.host,
+            "maxRestarts": s.max_restarts,
+            "startupTimeoutSecs": s.startup_timeout,
+            "warmup": s.warmup,
+            "metrics": s.metrics,
+        },
+    }
+
+
+def spec_from_document(name: str, document: Mapping[str, Any]) -> ModuleSpec:
+    """The inverse of `spec_document` (for restarting the version a record says runs)."""
+    s = document["settings"]
+    return ModuleSpec(
+        name=name,
+        type=ModuleType(document["type"]),
+        image=str(document["image"]),
+        status=DesiredStatus(document["status"]),
+        restart_policy=RestartPolicy(document["restartPolicy"]),
+        env=MappingProxyType(dict(document.get("env", {}))),
+        settings=ModuleSettings(
+            http_port=int(s["httpPort"]),
+            grpc_port=int(s["grpcPort"]),
+            host=str(s["host"]),
+            max_restarts=int(s["maxRestarts"]),
+            startup_timeout=float(s["startupTimeoutSecs"]),
+            warmup=bool(s["warmup"]),
+            metrics=bool(s["metrics"]),
+        ),
+    )
+
+
+def same_deployment(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
+    """Whether two normalised specs can share one running process (only the desired status may differ)."""
+    if a is None or b is None:
+        return False
+    return {k: v for k, v in a.items() if k != "status"} == {k: v for k, v in b.items() if k != "status"}
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that readers see the old or the new content, even after a power cut."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def atomic_write_json(path: Path, document: Any) -> None:
+    atomic_write_bytes(path, json.dumps(document, indent=2, sort_keys=True).encode() + b"\n")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateDir:
+    """The layout of the agent's state directory (docs/agent.md, "The state directory")."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        try:
+            self.modules_dir.mkdir(parents=True, exist_ok=True)
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AgentError(f"cannot create the state directory {self.root}: {exc}") from None
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def modules_dir(self) -> Path:
+        return self.root / "modules"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def telemetry_db(self) -> Path:
+        return self.root / "telemetry.sqlite"
+
+    def module_dir(self, name: str) -> Path:
+        return self.modules_dir / name
+
+    def data_dir(self, name: str) -> Path:
+        return self.module_dir(name) / "data"
+
+    def log_path(self, name: str) -> Path:
+        return self.module_dir(name) / "log"
+
+    def sample_file(self, name: str) -> Path:
+        """Where a module appends sampled inputs and outputs; the telemetry collector reads it."""
+        return self.data_dir(name) / "samples.jsonl"
+
+    def admin_dir(self, name: str, generation: int) -> Path:
+        return self.module_dir(name) / f"admin-{generation}"
+
+    # -- the accepted manifest -------------------------------------------------------------------
+
+    def save_manifest(self, document: bytes) -> None:
+        """Keep an accepted manifest verbatim; it is saved before it is applied."""
+        atomic_write_bytes(self.manifest_path, document)
+
+    def load_manifest(self, *, device_id: str, public_key: Ed25519PublicKey) -> Manifest | None:
+        """The accepted manifest, verified again; None when there is none or it no longer verifies."""
+        try:
+            payload = self.manifest_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return parse_manifest(payload, device_id=device_id, public_key=public_key)
+        except ManifestError as exc:
+            aside = self.manifest_path.with_name("manifest.json.refused")
+            os.replace(self.manifest_path, aside)
+            log.warning("the saved manifest no longer verifies (%s: %s); moved it to %s", exc.code, exc, aside)
+            return None
+
+    # -- module records --------------------------------------------------------------------------
+
+    def save_record(self, record: ModuleRecord) -> None:
+        folder = self.module_dir(record.name)
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / RECORD_FILE, record.to_json())
+
+    def load_records(self) -> dict[str, ModuleRecord]:
+        """Every readable record; an unreadable one is logged and skipped (its module is started afresh)."""
+        records: dict[str, ModuleRecord] = {}
+        for path in sorted(self.modules_dir.glob(f"*/{RECORD_FILE}")):
+            try:
+                record = ModuleRecord.from_json(json.loads(path.read_bytes()))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring unreadable module record %s: %s", path, exc)
+                continue
+            records[record.name] = record
+        return records
+
+    def delete_module(self, name: str) -> None:
+        """Forget a module removed from the manifest: its record, data, logs and sockets."""
+        shutil.rmtree(self.module_dir(name), ignore_errors=True)
+
+    def new_admin_dir(self, name: str, generation: int) -> Path:
+        """An empty folder for the private sockets of one generation of a module."""
+        path = self.admin_dir(name, generation)
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True, mode=0o700)
+        return path
+
+    def clean_admin_dirs(self, name: str, *, keep: Collection[int]) -> None:
+        """Remove the socket folders of generations that no longer run."""
+        folder = self.module_dir(name)
+        if not folder.is_dir():
+            return
+        for entry in folder.iterdir():
+            match = _ADMIN.match(entry.name)
+            if match and int(match.group(1)) not in keep:
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,148 @@
+"""The state directory: records and the manifest survive a round trip, and writes are atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from edgewise.runtime.agent.model import (
+    DesiredStatus,
+    ModuleSettings,
+    ModuleSpec,
+    ModuleType,
+    RestartPolicy,
+    RuntimeStatus,
+)
+from edgewise.runtime.agent.signing import sign_document
+from edgewise.runtime.agent.state import (
+    ModuleRecord,
+    Rollback,
+    StateDir,
+    atomic_write_bytes,
+    same_deployment,
+    spec_document,
+    spec_from_document,
+)
+
+KEY = Ed25519PrivateKey.generate()
+DIGEST = "sha256:" + "cd" * 32
+
+
+def a_spec(**env: str) -> ModuleSpec:
+    return ModuleSpec(
+        name="iris",
+        type=ModuleType.OCI,
+        image=f"127.0.0.1:5000/models/iris@{DIGEST}",
+        status=DesiredStatus.RUNNING,
+        restart_policy=RestartPolicy.ON_FAILURE,
+        env=MappingProxyType(env),
+        settings=ModuleSettings(http_port=8000, grpc_port=8001, warmup=False, startup_timeout=12.5),
+    )
+
+
+def test_record_round_trip(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path / "state")
+    record = ModuleRecord(
+        name="iris",
+        generation=3,
+        pid=1234,
+        start_ticks=99887,
+        started_at=1_800_000_000.5,
+        image=a_spec().image,
+        digest=DIGEST,
+        spec=spec_document(a_spec(OMP_NUM_THREADS="1")),
+        manifest_version=7,
+        restart_count=2,
+        last_start=1_800_000_000.5,
+        last_exit=1_799_999_999.0,
+        exit_code=-9,
+        status=RuntimeStatus.RUNNING,
+        description="running",
+        rollback=Rollback(from_digest="sha256:" + "ee" * 32, reason="warm-up failed", manifest_version=7),
+    )
+    state.save_record(record)
+    assert state.load_records() == {"iris": record}
+    assert state.data_dir("iris").is_dir()
+
+
+def test_unreadable_record_is_skipped(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path)
+    state.save_record(ModuleRecord(name="good"))
+    (state.module_dir("bad")).mkdir()
+    (state.module_dir("bad") / "record.json").write_text("{not json")
+    assert list(state.load_records()) == ["good"]
+
+
+def test_spec_document_round_trip_and_comparison() -> None:
+    spec = a_spec(A="1")
+    document = spec_document(spec)
+    assert spec_from_document("iris", json.loads(json.dumps(document))) == spec
+    stopped = spec_document(ModuleSpec(**{**spec.__dict__, "status": DesiredStatus.STOPPED}))
+    assert same_deployment(document, stopped)  # only the desired status differs
+    assert not same_deployment(document, spec_document(a_spec(A="2")))
+    assert not same_deployment(None, document)
+
+
+def test_manifest_is_kept_verbatim_and_verified_again(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path)
+    assert state.load_manifest(device_id="cam-7", public_key=KEY.public_key()) is None
+    payload = json.dumps(sign_document({"deviceId": "cam-7", "version": 5, "modules": {}}, KEY), indent=1).encode()
+    state.save_manifest(payload)
+    assert state.manifest_path.read_bytes() == payload
+    manifest = state.load_manifest(device_id="cam-7", public_key=KEY.public_key())
+    assert manifest is not None and manifest.version == 5
+
+
+def test_a_saved_manifest_that_no_longer_verifies_is_set_aside(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path)
+    other = Ed25519PrivateKey.generate()
+    state.save_manifest(json.dumps(sign_document({"deviceId": "cam-7", "version": 5}, other)).encode())
+    assert state.load_manifest(device_id="cam-7", public_key=KEY.public_key()) is None
+    assert not state.manifest_path.exists()
+    assert (tmp_path / "manifest.json.refused").exists()
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "file.json"
+    atomic_write_bytes(target, b"one")
+    atomic_write_bytes(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert os.listdir(target.parent) == ["file.json"]
+
+
+def test_failed_atomic_write_keeps_the_old_content(tmp_path: Path) -> None:
+    target = tmp_path / "file.json"
+    atomic_write_bytes(target, b"old")
+
+    class Boom:
+        def __len__(self) -> int:
+            raise RuntimeError("boom")
+
+    with pytest.raises(TypeError):
+        atomic_write_bytes(target, Boom())  # type: ignore[arg-type]
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["file.json"]
+
+
+def test_admin_dirs_of_past_generations_are_cleaned(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path)
+    for generation in (1, 2, 3):
+        state.new_admin_dir("iris", generation)
+    (state.admin_dir("iris", 3) / "http.sock").write_text("")
+    state.clean_admin_dirs("iris", keep={3})
+    assert sorted(p.name for p in state.module_dir("iris").iterdir()) == ["admin-3"]
+    fresh = state.new_admin_dir("iris", 3)
+    assert list(fresh.iterdir()) == []  # a new generation starts with an empty folder
+
+
+def test_delete_module_removes_everything(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path)
+    state.save_record(ModuleRecord(name="iris"))
+    state.sample_file("iris").write_text("{}\n")
+    state.delete_module("iris")
+    assert not state.module_dir("iris").exists()
+    assert state.load_records() == {}

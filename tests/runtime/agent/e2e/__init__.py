@@ -1,0 +1,1 @@
+"""End-to-end tests of `edgewise-agent`: a real agent, Mosquitto, CNCF Distribution and scoring servers."""
