@@ -14,9 +14,11 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import uvicorn
@@ -35,6 +37,32 @@ from starlette.routing import BaseRoute, Route
 
 log = logging.getLogger("edgewise.scoring")
 _ACCEPTED_REQUEST_WAIT = 0.2  # seconds between closing the listeners and closing idle connections
+_KEEPALIVE_DRAIN = 1.0  # seconds kept-alive clients get to pick up a `Connection: close` before the rest close
+
+
+class _CloseWhenDraining:
+    """While the server stops, every response says `Connection: close`.
+
+    A client on a kept-alive connection then reconnects (to the newer version sharing the port) after its next
+    answer, instead of finding its idle connection closed under a request it just sent.
+    """
+
+    def __init__(self, app: Any, draining: Callable[[], bool]) -> None:
+        self.app = app
+        self.draining = draining
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.draining():
+            await self.app(scope, receive, send)
+            return
+
+        async def closing(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, closing)
 
 
 def _reuseport_socket(host: str, port: int) -> socket.socket:
@@ -163,7 +191,10 @@ class ScoringServer:
             await grpc_server.stop(None)
             raise
         http_port = sock.getsockname()[1]
-        app = build_rest_app(self.dataplane, metrics=self.metrics, max_message_bytes=s.max_message_bytes)
+        app = _CloseWhenDraining(
+            build_rest_app(self.dataplane, metrics=self.metrics, max_message_bytes=s.max_message_bytes),
+            lambda: self._stopping,
+        )
         listeners = await self._serve_http(app, sock, grpc_server)
         self._ports = (http_port, grpc_port)
         log.info("edgewise-score live: gRPC on %s:%d, HTTP on %s:%d", s.host, grpc_port, s.host, http_port)
@@ -199,7 +230,7 @@ class ScoringServer:
         )
         return await self._serve_http(app, sock, grpc_server)
 
-    async def _serve_http(self, app: Starlette, sock: socket.socket, grpc_server: grpc.aio.Server) -> _Listeners:
+    async def _serve_http(self, app: Starlette | _CloseWhenDraining, sock: socket.socket, grpc_server: grpc.aio.Server) -> _Listeners:
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         http = _HttpServer(config)
         task = asyncio.create_task(http.serve(sockets=[sock]))
@@ -250,6 +281,10 @@ class ScoringServer:
                 listener.close()
         if groups:
             await asyncio.sleep(_ACCEPTED_REQUEST_WAIT)
+        if self._public is not None:  # busy kept-alive clients take their `Connection: close` and go
+            deadline = time.monotonic() + _KEEPALIVE_DRAIN
+            while self._public.http.server_state.connections and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
         for group in groups:
             group.http.should_exit = True
         await asyncio.gather(*(group.grpc.stop(self.settings.grace_period) for group in groups))

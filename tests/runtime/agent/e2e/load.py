@@ -1,9 +1,8 @@
 """Scoring traffic against a module's public HTTP port (KServe v2 REST), counting what succeeded and who answered.
 
-Two kinds of client: one that opens a new connection per request, and one that keeps a connection alive. The
-keep-alive client behaves like common HTTP clients: when a request on a *reused* idle connection finds it closed
-by the server before any byte of a response came back, it reconnects and sends the request once more (counted in
-`stale_retries`, not as a failure). Anything else that does not end in a 200 with the expected answer is a failure.
+Two kinds of client: one that opens a new connection per request, and one that keeps a connection alive and
+never retries: a stopping version must tell it `Connection: close` in an answer rather than close the
+connection under its next request. Anything that does not end in a 200 with the expected answer is a failure.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ HOST = "127.0.0.1"
 _X = [1.0, 2.0, 3.0, 4.0]
 _BODY = json.dumps({"inputs": [{"name": INPUT, "shape": [1, WIDTH], "datatype": "FP32", "data": _X}]}).encode()
 _HEADERS = {"Content-Type": "application/json"}
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
 
 
 class InferenceError(Exception):
@@ -88,7 +86,6 @@ class ScoringLoad:
         self._stop = threading.Event()
         self.answers: list[Answer] = []
         self.failures: list[str] = []
-        self.stale_retries = 0
         self._threads = [
             threading.Thread(target=self._run_fresh, daemon=True, name=f"load-fresh-{i}") for i in range(fresh_clients)
         ] + [
@@ -144,7 +141,7 @@ class ScoringLoad:
     def summary(self) -> str:
         return (
             f"{self.successes} answers {dict(self.versions())}, {len(self.failures)} failures "
-            f"{self.failures[:5]}, {self.stale_retries} stale keep-alive retries"
+            f"{self.failures[:5]}"
         )
 
     # ---- clients ----
@@ -166,30 +163,19 @@ class ScoringLoad:
 
     def _run_keepalive(self) -> None:
         connection: http.client.HTTPConnection | None = None
-        reused = False
         path = f"/v2/models/{self.model}/infer"
         while not self._stop.is_set():
             if connection is None:
                 connection = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
-                reused = False
             current = connection
             try:
                 current.request("POST", path, body=_BODY, headers=_HEADERS)
                 response = current.getresponse()
                 body = response.read()
                 self._record(parse_answer(response.status, body), None)
-                reused = True
                 if response.will_close:
                     current.close()
                     connection = None
-            except _STALE as exc:
-                current.close()
-                connection = None
-                if reused:  # closed by the server while idle: reconnect and send once more
-                    with self._lock:
-                        self.stale_retries += 1
-                    continue
-                self._record(None, f"keep-alive connection: {type(exc).__name__}: {exc}")
             except (OSError, InferenceError, http.client.HTTPException, ValueError) as exc:
                 current.close()
                 connection = None
