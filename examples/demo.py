@@ -1,7 +1,8 @@
 """The edgewise demo: train and register a model in the workspace, then serve it with edgewise-score.
 
 1. `edgewise up`, submit examples/train (scikit-learn digits, one child run per setting), compare the runs,
-   register the best model (as exported ONNX, and converted from its pickle), download it.
+   register the best model (as exported ONNX, and converted from its pickle), build its image, deploy the
+   image to a local device's `edgewise-agent` and score it there, and download the model.
 2. Serve it beside two built-in models with edgewise-score and score them over gRPC and REST.
 
 Run with `make demo`. Everything stays on 127.0.0.1 and in ./.demo.

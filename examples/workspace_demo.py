@@ -1,4 +1,5 @@
-"""The workspace half of the demo: start `edgewise up`, submit the training script, compare, register, download.
+"""The workspace half of the demo: start `edgewise up`, submit the training script, compare, register, package,
+deploy the image to a local device's agent, and download the model.
 
 Every step is the `edgewise` command a user would type; the service runs on 127.0.0.1 with its data in .demo/.
 """
@@ -16,9 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from examples.edge_demo import deploy_to_local_device
+
 ROOT = Path(__file__).resolve().parent.parent
 EDGEWISE = str(Path(sys.executable).with_name("edgewise"))
 _LIVE = re.compile(r"edgewise workspace live on (http://\S+) ")
+_BROKER = re.compile(r"edgewise MQTT broker: .*? on (mqtt://\S+)")
 
 
 @contextmanager
@@ -37,8 +41,15 @@ def workspace(data: Path) -> Iterator[dict[str, str]]:
         )
     try:
         url = _wait_live(log, service)
+        broker = _BROKER.search(log.read_text(errors="replace"))
         print(f"workspace live on {url}\n")
-        yield {**os.environ, "EDGEWISE_URL": url, "EDGEWISE_DATA": str(data), "no_proxy": "*"}
+        yield {
+            **os.environ,
+            "EDGEWISE_URL": url,
+            "EDGEWISE_DATA": str(data),
+            "EDGEWISE_MQTT": broker[1] if broker else "",
+            "no_proxy": "*",
+        }
     finally:
         service.terminate()
         service.wait(timeout=30)
@@ -120,6 +131,9 @@ def train_and_register(work: Path, model_dir: Path) -> None:
         edgewise(env, "model", "list", "--tag", "dataset")
         edgewise(env, "model", "show", "digits-logreg")
         package_image(env, work)
+        print()
+        image = json.loads(edgewise(env, "image", "show", "digits-logreg", "--output", "json", capture=True))
+        deploy_to_local_device(env, work, edgewise, image, env["EDGEWISE_MQTT"])
         shutil.rmtree(model_dir, ignore_errors=True)
         edgewise(env, "model", "download", "digits-logreg", "--to", str(model_dir))
         print()

@@ -230,7 +230,9 @@ class ScoringServer:
         )
         return await self._serve_http(app, sock, grpc_server)
 
-    async def _serve_http(self, app: Starlette | _CloseWhenDraining, sock: socket.socket, grpc_server: grpc.aio.Server) -> _Listeners:
+    async def _serve_http(
+        self, app: Starlette | _CloseWhenDraining, sock: socket.socket, grpc_server: grpc.aio.Server
+    ) -> _Listeners:
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         http = _HttpServer(config)
         task = asyncio.create_task(http.serve(sockets=[sock]))
