@@ -246,3 +246,18 @@ device_tags = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Index(None, "key"),
 )
+
+# Telemetry records as devices send them (docs/agent.md): one row per (device, sequence number), so a record the
+# device sent twice (a batch resent after a lost acknowledgement) is stored once.
+telemetry_records = sa.Table(
+    "telemetry_records",
+    metadata,
+    sa.Column("device_id", NAME, sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ts", TIME, nullable=False),  # when the device produced it
+    sa.Column("received_at", TIME, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # health | scoring | sample | event
+    sa.Column("module", NAME, nullable=True),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Index(None, "device_id", "ts"),
+)
