@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tests.runtime.agent.e2e.harness import (
+    FAST_FLAGS,
     HOST,
     AgentProcess,
     connection_string,
@@ -66,6 +67,7 @@ class DeviceRig:
         sign: Callable[[Document], Document],
         images: ImageFactory,
         work_dir: Path,
+        agent_flags: Sequence[str] = FAST_FLAGS,
     ) -> None:
         self.device_id = device_id
         self.sign = sign
@@ -85,6 +87,7 @@ class DeviceRig:
             state_dir=work_dir / "state",
             log_path=work_dir / "agent.log",
             metrics_port=free_port(),
+            flags=agent_flags,
         )
         self.version = 0
         self.ports: dict[str, tuple[int, int]] = {}

@@ -1,0 +1,80 @@
+"""Desired status and restart policy `never`, on an agent without a sandbox (which it must say it is)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.agent.conftest import Broker, Signer
+from tests.runtime.agent.e2e.harness import FAST_FLAGS, wait_for
+from tests.runtime.agent.e2e.images import ImageFactory
+from tests.runtime.agent.e2e.load import try_infer
+from tests.runtime.agent.e2e.rig import MODULE, DeviceRig, module_state
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def plain_rig(broker: Broker, signer: Signer, images: ImageFactory, tmp_path: Path) -> Iterator[DeviceRig]:
+    """An agent told not to use bubblewrap."""
+    creds = broker.manager.service_credentials
+    device = DeviceRig(
+        device_id="cam-plain",
+        secret=broker.add_device("cam-plain"),
+        broker_port=broker.port,
+        service_username=creds.username,
+        service_password=creds.password,
+        workspace_key=signer.public_text,
+        sign=signer.sign,
+        images=images,
+        work_dir=tmp_path / "device",
+        agent_flags=(*FAST_FLAGS, "--sandbox", "none"),
+    )
+    try:
+        device.start()
+        yield device
+    finally:
+        device.close()
+
+
+def test_stopped_and_running_again_without_a_sandbox(plain_rig: DeviceRig, images: ImageFactory) -> None:
+    rig = plain_rig
+    v1 = images.image(1)
+    state = rig.deploy(v1)
+    assert state["agent"]["sandbox"] == "none"
+    rig.wait_serving(v1)
+    pid = module_state(state, MODULE)["pid"]
+    assert os.readlink(f"/proc/{pid}/ns/pid") == os.readlink("/proc/self/ns/pid")  # no namespace of its own
+
+    version = rig.publish({MODULE: rig.entry(v1, status="stopped")})
+    rig.observer.wait_reported(
+        lambda s: s.get("lastDesiredVersion") == version and module_state(s, MODULE).get("runtimeStatus") == "stopped",
+        timeout=40,
+        what="the module stopped on request",
+    )
+    wait_for(lambda: try_infer(rig.http_port()) is None, timeout=20, what="the public port to close")
+
+    running = rig.deploy(v1)
+    assert module_state(running, MODULE)["runtimeStatus"] == "running"
+    assert rig.wait_serving(v1).factor == v1.factor
+
+
+def test_restart_policy_never_leaves_a_killed_module_stopped(plain_rig: DeviceRig, images: ImageFactory) -> None:
+    rig = plain_rig
+    v1 = images.image(1)
+    state = rig.deploy(v1, restart_policy="never")
+    rig.wait_serving(v1)
+    os.kill(module_state(state, MODULE)["pid"], signal.SIGKILL)
+    final = rig.observer.wait_reported(
+        lambda s: module_state(s, MODULE).get("runtimeStatus") in ("stopped", "failed"),
+        timeout=30,
+        what="the killed module left stopped",
+    )
+    entry = module_state(final, MODULE)
+    assert entry["exitCode"] == 128 + signal.SIGKILL
+    assert entry["restartCount"] == 0
+    wait_for(lambda: try_infer(rig.http_port()) is None, timeout=10, what="nothing serving the port")
