@@ -10,10 +10,8 @@ before it takes traffic.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import math
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from edgewise.runtime.agent import unixhttp
 from edgewise.runtime.agent.errors import HealthCheckError
 
 _POLL = 0.1  # seconds between probes while waiting for a module
@@ -33,37 +32,11 @@ class Probe:
     detail: str
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(str(self._path))
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 def admin_request(
     admin_dir: Path, method: str, path: str, *, body: Any = None, timeout: float = 5.0
 ) -> tuple[int, bytes]:
     """One HTTP request to the module's admin socket (blocking); (status, body). OSError when unreachable."""
-    connection = _UnixHTTPConnection(admin_dir / "http.sock", timeout)
-    try:
-        payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
-        connection.request(method, path, body=payload, headers=headers)
-        response = connection.getresponse()
-        return response.status, response.read()
-    except http.client.HTTPException as exc:
-        raise OSError(f"bad answer from {admin_dir / 'http.sock'}: {exc!r}") from None
-    finally:
-        connection.close()
+    return unixhttp.request(admin_dir / "http.sock", method, path, body=body, timeout=timeout)
 
 
 async def admin_call(

@@ -8,11 +8,14 @@ power cut leaves either the old or the new file, never half of one.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
@@ -37,6 +40,10 @@ log = logging.getLogger(__name__)
 
 RECORD_FILE = "record.json"
 _ADMIN = re.compile(r"^admin-(\d+)$")
+# A unix socket path holds at most 107 bytes: a deep state directory keeps its modules' sockets in a short
+# per-user runtime folder instead, named after a hash of the state directory.
+_SOCKET_PATH_MAX = 107
+_SOCKET_NAME = "grpc.sock"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -252,7 +259,15 @@ class StateDir:
         return self.data_dir(name) / "samples.jsonl"
 
     def admin_dir(self, name: str, generation: int) -> Path:
-        return self.module_dir(name) / f"admin-{generation}"
+        local = self.module_dir(name) / f"admin-{generation}"
+        if len(os.fsencode(local / _SOCKET_NAME)) <= _SOCKET_PATH_MAX:
+            return local
+        return self._short_admin_root(name) / f"admin-{generation}"
+
+    def _short_admin_root(self, name: str) -> Path:
+        runtime = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+        key = hashlib.sha256(f"{self.root.resolve()}\0{name}".encode()).hexdigest()[:16]
+        return Path(runtime) / f"edgewise-agent-{os.getuid()}" / key
 
     # -- the accepted manifest -------------------------------------------------------------------
 
@@ -296,23 +311,35 @@ class StateDir:
     def delete_module(self, name: str) -> None:
         """Forget a module removed from the manifest: its record, data, logs and sockets."""
         shutil.rmtree(self.module_dir(name), ignore_errors=True)
+        shutil.rmtree(self._short_admin_root(name), ignore_errors=True)
 
     def new_admin_dir(self, name: str, generation: int) -> Path:
         """An empty folder for the private sockets of one generation of a module."""
         path = self.admin_dir(name, generation)
         shutil.rmtree(path, ignore_errors=True)
+        if not path.is_relative_to(self.root):
+            _private_folder(path.parent.parent)  # in a shared /tmp, a folder someone else made is refused
         path.mkdir(parents=True, mode=0o700)
         return path
 
     def clean_admin_dirs(self, name: str, *, keep: Collection[int]) -> None:
         """Remove the socket folders of generations that no longer run."""
-        folder = self.module_dir(name)
-        if not folder.is_dir():
-            return
-        for entry in folder.iterdir():
-            match = _ADMIN.match(entry.name)
-            if match and int(match.group(1)) not in keep:
-                shutil.rmtree(entry, ignore_errors=True)
+        for folder in (self.module_dir(name), self._short_admin_root(name)):
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                match = _ADMIN.match(entry.name)
+                if match and int(match.group(1)) not in keep:
+                    shutil.rmtree(entry, ignore_errors=True)
+
+
+def _private_folder(path: Path) -> None:
+    """Create `path` with mode 0700, or check that the existing one is ours and private."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(parents=True, mode=0o700)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise AgentError(f"{path} must be a private folder of this user (mode 0700) for the modules' sockets")
 
 
 def _opt_int(value: Any) -> int | None:

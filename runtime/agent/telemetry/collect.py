@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import logging
 import os
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from edgewise.runtime.agent import unixhttp
 from edgewise.runtime.agent.device import device_health
 from edgewise.runtime.agent.telemetry.spool import Record, TelemetrySpool
 
@@ -43,37 +42,9 @@ class ModuleTap:
 # -- statistics ------------------------------------------------------------------------------------
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(str(self._path))
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 def http_get(target: Path | str, path: str, *, timeout: float = STATS_TIMEOUT) -> tuple[int, bytes]:
     """GET `path` from a unix socket (a Path) or "host:port" (a str); (status, body). Raises OSError."""
-    if isinstance(target, Path):
-        conn: http.client.HTTPConnection = _UnixHTTPConnection(target, timeout)
-    else:
-        host, _, port = target.rpartition(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Accept": "application/json"})
-        response = conn.getresponse()
-        return response.status, response.read()
-    except http.client.HTTPException as exc:
-        raise OSError(f"bad HTTP answer from {target}: {exc!r}") from exc
-    finally:
-        conn.close()
+    return unixhttp.request(target, "GET", path, timeout=timeout)
 
 
 def fetch_model_stats(target: Path | str, *, timeout: float = STATS_TIMEOUT) -> list[dict[str, Any]]:

@@ -146,3 +146,17 @@ def test_delete_module_removes_everything(tmp_path: Path) -> None:
     state.delete_module("iris")
     assert not state.module_dir("iris").exists()
     assert state.load_records() == {}
+
+
+def test_a_deep_state_directory_keeps_sockets_in_a_short_private_folder(tmp_path: Path) -> None:
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 4)
+    state = StateDir(root=deep)
+    admin = state.new_admin_dir("scale", 3)
+    assert len(os.fsencode(admin / "grpc.sock")) <= 107
+    assert not admin.is_relative_to(deep)
+    assert (admin.parent.parent.stat().st_mode & 0o777) == 0o700
+    assert state.admin_dir("scale", 3) == admin  # the same folder when asked again (adoption after a restart)
+    state.clean_admin_dirs("scale", keep=[])
+    assert not admin.exists()
+    shallow = StateDir(root=tmp_path / "s")
+    assert shallow.new_admin_dir("scale", 1).is_relative_to(tmp_path / "s")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from tests.cloud.registry.support import DockerRegistry
 from tests.runtime.agent.conftest import Broker, Signer
+from tests.runtime.agent.e2e.harness import FAST_FLAGS
 from tests.runtime.agent.e2e.images import ImageFactory
 from tests.runtime.agent.e2e.rig import DeviceRig
 
@@ -37,29 +38,46 @@ def images(e2e_registry: DockerRegistry, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture
-def rig(broker: Broker, signer: Signer, images: ImageFactory, tmp_path: Path) -> Iterator[DeviceRig]:
-    """A started agent for device `cam-e2e`, and the workspace's observer of it."""
-    device_id = "cam-e2e"
-    secret = broker.add_device(device_id)
-    creds = broker.manager.service_credentials
-    device = DeviceRig(
-        device_id=device_id,
-        secret=secret,
-        broker_port=broker.port,
-        service_username=creds.username,
-        service_password=creds.password,
-        workspace_key=signer.public_text,
-        sign=signer.sign,
-        images=images,
-        work_dir=tmp_path / "device",
-    )
-    _RIGS.append(device)
-    try:
+def rig_factory(
+    broker: Broker, signer: Signer, images: ImageFactory, tmp_path: Path
+) -> Iterator[Callable[..., DeviceRig]]:
+    """Started agents for devices of this test, and the workspace's observer of each; all closed at the end."""
+    started: list[DeviceRig] = []
+
+    def make(device_id: str = "cam-e2e", *, agent_flags: Sequence[str] = FAST_FLAGS) -> DeviceRig:
+        creds = broker.manager.service_credentials
+        device = DeviceRig(
+            device_id=device_id,
+            secret=broker.add_device(device_id),
+            broker_port=broker.port,
+            service_username=creds.username,
+            service_password=creds.password,
+            workspace_key=signer.public_text,
+            sign=signer.sign,
+            images=images,
+            work_dir=tmp_path / device_id,
+            agent_flags=agent_flags,
+        )
+        _RIGS.append(device)
+        started.append(device)
         device.start()
-        yield device
+        return device
+
+    try:
+        yield make
     finally:
-        device.close()
-        _RIGS.remove(device)
+        for device in started:
+            try:
+                device.close()
+            finally:
+                _RIGS.remove(device)
+
+
+@pytest.fixture
+def rig(rig_factory: Callable[..., DeviceRig]) -> DeviceRig:
+    """A started agent for device `cam-e2e`."""
+    device: DeviceRig = rig_factory()
+    return device
 
 
 @pytest.hookimpl(wrapper=True)

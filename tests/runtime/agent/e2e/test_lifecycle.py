@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from tests.runtime.agent.conftest import Broker, Signer
 from tests.runtime.agent.e2e.harness import FAST_FLAGS, wait_for
 from tests.runtime.agent.e2e.images import ImageFactory
 from tests.runtime.agent.e2e.load import try_infer
@@ -19,26 +17,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def plain_rig(broker: Broker, signer: Signer, images: ImageFactory, tmp_path: Path) -> Iterator[DeviceRig]:
+def plain_rig(rig_factory: Callable[..., DeviceRig]) -> DeviceRig:
     """An agent told not to use bubblewrap."""
-    creds = broker.manager.service_credentials
-    device = DeviceRig(
-        device_id="cam-plain",
-        secret=broker.add_device("cam-plain"),
-        broker_port=broker.port,
-        service_username=creds.username,
-        service_password=creds.password,
-        workspace_key=signer.public_text,
-        sign=signer.sign,
-        images=images,
-        work_dir=tmp_path / "device",
-        agent_flags=(*FAST_FLAGS, "--sandbox", "none"),
-    )
-    try:
-        device.start()
-        yield device
-    finally:
-        device.close()
+    device: DeviceRig = rig_factory("cam-plain", agent_flags=(*FAST_FLAGS, "--sandbox", "none"))
+    return device
 
 
 def test_stopped_and_running_again_without_a_sandbox(plain_rig: DeviceRig, images: ImageFactory) -> None:
@@ -78,3 +60,12 @@ def test_restart_policy_never_leaves_a_killed_module_stopped(plain_rig: DeviceRi
     assert entry["exitCode"] == 128 + signal.SIGKILL
     assert entry["restartCount"] == 0
     wait_for(lambda: try_infer(rig.http_port()) is None, timeout=10, what="nothing serving the port")
+
+
+def test_a_deep_state_directory_still_serves(rig_factory: Callable[..., DeviceRig], images: ImageFactory) -> None:
+    """Socket paths have a length limit: a module of a deeply nested state directory must run all the same."""
+    rig = rig_factory("cam-" + "d" * 60)
+    assert len(str(rig.agent.state_dir)) > 80
+    v1 = images.image(1)
+    rig.deploy(v1)
+    assert rig.wait_serving(v1).factor == v1.factor

@@ -1,0 +1,54 @@
+"""Plain HTTP/1.1 over a module's private unix socket (or host:port), with nothing but the standard library.
+
+The agent talks to its modules this way for health checks, the listen request and statistics, so an idle agent
+never loads an HTTP client library.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """An HTTPConnection whose transport is the unix socket at `path`."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self._path))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def request(
+    target: Path | str, method: str, path: str, *, body: Any = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
+    """One request to a unix socket (a Path) or "host:port" (a str); (status, body). OSError when unreachable."""
+    if isinstance(target, Path):
+        connection: http.client.HTTPConnection = UnixHTTPConnection(target, timeout)
+    else:
+        host, _, port = target.rpartition(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    payload = None if body is None else json.dumps(body).encode()
+    headers = {"Accept": "application/json"}
+    if payload is not None:
+        headers["Content-Type"] = "application/json"
+    try:
+        connection.request(method, path, body=payload, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    except http.client.HTTPException as exc:
+        raise OSError(f"bad HTTP answer from {target}: {exc!r}") from None
+    finally:
+        connection.close()
