@@ -63,9 +63,6 @@ unpack_image = translated(_unpack.unpack_image)
 
 @contextlib.contextmanager
 def open_image(path: Path, ref_name: str | None = None) -> Iterator[oci.OciImage]:
-    """Yield the image at `path` (a layout directory or an OCI archive); an archive stays open meanwhile."""
-    if path.is_dir():
-        yield LayoutDir(path=path).image(ref_name)
-        return
-    with OciArchive(path=path) as archive:
-        yield archive.image(ref_name)
+    """The runtime's `open_image`, raising the workspace's errors."""
+    with workspace_errors(), _unpack.open_image(path, ref_name) as image:
+        yield image
