@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import orjson
+from edgewise.cloud.deployments.records import Deployment, DeploymentReport
 from edgewise.cloud.errors import (
     InvalidInputError,
     WorkspaceError,
     error_from_payload,
 )
+from edgewise.cloud.ingest.records import DeviceHealth, TelemetryRecord
 from edgewise.cloud.names import check_relpath
 from edgewise.cloud.sdk.keepalive import KeepAliveConnection
 from edgewise.cloud.sdk.transfer import digest_file, download_to, model_files, unreachable
@@ -43,6 +45,7 @@ from edgewise.cloud.store.records import (
 
 if TYPE_CHECKING:
     from edgewise.cloud.images.oci import Descriptor, OciImage
+    from edgewise.cloud.webservices.records import WebService
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_MAX_SNAPSHOT_BYTES = 300 * 2**20  # the limits of edgewise.cloud.runs.snapshot, without importing it
@@ -611,6 +614,120 @@ class Client:
         """The broker's password and ACL files and the settings that use them, for an external broker's operator."""
         config: dict[str, Any] = self._json("GET", "broker/config", params={"format": format})
         return config
+
+    # -- deployments -----------------------------------------------------------------------------------------
+
+    def create_deployment(self, name: str, *, image: str, version: int | None = None, **options: Any) -> Deployment:
+        """Deploy image `image` to `device_id=` or to the devices a `target=` condition matches; `options` are the
+        other fields of POST /deployments (priority, module, env, restart_policy, ports, rollout settings)."""
+        body = {"name": name, "image": image, "version": version, **options}
+        return Deployment.from_dict(self._json("POST", "deployments", json=body))
+
+    def list_deployments(self) -> list[Deployment]:
+        return [Deployment.from_dict(item) for item in self._json("GET", "deployments")["items"]]
+
+    def get_deployment(self, name: str) -> DeploymentReport:
+        """The deployment, each targeted device's state (with reasons) and the counts."""
+        return DeploymentReport.from_dict(self._json("GET", f"deployments/{name}"))
+
+    def delete_deployment(self, name: str) -> None:
+        """Take the deployment's modules off its devices and release its model and image references."""
+        self._request("DELETE", f"deployments/{name}")
+
+    def wait_deployment(self, name: str, *, timeout: float | None = None, poll: float = 0.5) -> DeploymentReport:
+        """Poll until every targeted device succeeded, or the deployment failed or rolled back."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            report = self.get_deployment(name)
+            counts = report.counts
+            settled = counts.get("succeeded", 0) + counts.get("failed", 0) + counts.get("rolled-back", 0)
+            if report.deployment.status == "rolled-back" or (
+                report.deployment.status == "active" and settled >= counts.get("targeted", 0)
+            ):
+                return report
+            if deadline is not None and time.monotonic() > deadline:
+                return report
+            time.sleep(poll)
+
+    # -- telemetry -------------------------------------------------------------------------------------------
+
+    def device_telemetry(
+        self,
+        device_id: str,
+        *,
+        since: str | float | None = None,
+        until: str | float | None = None,
+        kind: str | None = None,
+        module: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+    ) -> list[TelemetryRecord]:
+        """A device's newest `limit` records, oldest first. `since`/`until`: epoch seconds, an ISO 8601 time, or a
+        duration before now (`10m`, measured by the service's clock); `name`: a record kind or a data key."""
+        params = {"since": since, "until": until, "kind": kind, "module": module, "name": name, "limit": limit}
+        answer = self._json("GET", f"devices/{device_id}/telemetry", params=_query(params))
+        return [TelemetryRecord.from_dict(record) for record in answer["records"]]
+
+    def fleet_health(self, *, tags: Mapping[str, str | None] | None = None) -> list[DeviceHealth]:
+        """Every device's health: online, last seen, failing modules, CPU, memory, disk, request and error rates."""
+        params: dict[str, Any] = {}
+        if tags:
+            params["tag"] = [key if value is None else f"{key}={value}" for key, value in tags.items()]
+        answer = self._json("GET", "fleet/health", params=_query(params))
+        return [DeviceHealth.from_dict(device) for device in answer["devices"]]
+
+    # -- web services ----------------------------------------------------------------------------------------
+
+    def create_webservice(
+        self,
+        name: str,
+        *,
+        image: str,
+        version: int | None = None,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        wait: bool = True,
+        timeout: float = 300.0,
+    ) -> WebService:
+        """Serve `image` on the workspace host; with `wait`, poll until it serves or failed (or `timeout`)."""
+        from edgewise.cloud.webservices.records import WebService
+
+        body = {
+            "name": name,
+            "image": image,
+            "version": version,
+            "http_port": http_port,
+            "grpc_port": grpc_port,
+            "env": dict(env or {}),
+        }
+        created = WebService.from_dict(self._json("POST", "webservices", json=body))
+        return self.wait_webservice(name, timeout=timeout) if wait else created
+
+    def wait_webservice(self, name: str, *, timeout: float | None = None, poll: float = 0.5) -> WebService:
+        """Poll until the web service succeeded (serving) or failed; the last state after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            service = self.get_webservice(name)
+            if service.state in ("succeeded", "failed"):
+                return service
+            if deadline is not None and time.monotonic() > deadline:
+                return service
+            time.sleep(poll)
+
+    def get_webservice(self, name: str) -> WebService:
+        from edgewise.cloud.webservices.records import WebService
+
+        return WebService.from_dict(self._json("GET", f"webservices/{name}"))
+
+    def list_webservices(self) -> list[WebService]:
+        from edgewise.cloud.webservices.records import WebService
+
+        return [WebService.from_dict(item) for item in self._json("GET", "webservices")["items"]]
+
+    def delete_webservice(self, name: str) -> None:
+        """Stop serving: the deployment goes, the host agent removes the module, the image is released."""
+        self._request("DELETE", f"webservices/{name}")
 
 
 def _error(response: httpx.Response) -> WorkspaceError:

@@ -11,7 +11,7 @@ import logging
 import secrets
 import socket
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from edgewise.cloud.broker import SERVICE_USERNAME, BrokerManager
@@ -45,6 +45,12 @@ def connection_string(*, broker_url: str, device_id: str, secret: str, workspace
     return f"Broker={broker_url};DeviceId={device_id};Secret={secret};WorkspaceKey={workspace_key};Registry={registry}"
 
 
+class DeviceListener(Protocol):
+    """Told after a device was "added", "retagged" or "removed" (the deployment controller republishes)."""
+
+    def device_changed(self, device_id: str, event: str) -> None: ...
+
+
 class DeviceRegistry:
     """Devices of the workspace: the store's records, the broker's accounts and the connection strings."""
 
@@ -53,6 +59,7 @@ class DeviceRegistry:
         self.broker = broker
         self.manifest_key = manifest_key
         self.registry_url = _advertised_url(registry_url)
+        self.listeners: list[DeviceListener] = []
 
     @property
     def broker_url(self) -> str:
@@ -74,6 +81,7 @@ class DeviceRegistry:
             self.store.delete_device(device_id)
             raise
         log.info("added device %s", device_id)
+        self._notify(device_id, "added")
         text = connection_string(
             broker_url=self.broker_url,
             device_id=device_id,
@@ -92,7 +100,9 @@ class DeviceRegistry:
         return self.store.list_devices(tags=tags, page_size=page_size, page_token=page_token)
 
     def tag(self, device_id: str, *, set: Mapping[str, str] | None = None, remove: Sequence[str] = ()) -> Device:
-        return self.store.set_device_tags(device_id, set=set, remove=remove)
+        device = self.store.set_device_tags(device_id, set=set, remove=remove)
+        self._notify(device_id, "retagged")
+        return device
 
     def remove(self, device_id: str) -> None:
         """Revoke the device's credentials (new connections are refused), then forget it."""
@@ -100,6 +110,11 @@ class DeviceRegistry:
         self.broker.remove_device(device_id)
         self.store.delete_device(device_id)
         log.info("removed device %s and revoked its credentials", device_id)
+        self._notify(device_id, "removed")
+
+    def _notify(self, device_id: str, event: str) -> None:
+        for listener in self.listeners:
+            listener.device_changed(device_id, event)
 
     def broker_config(self, format: str = "mosquitto") -> dict[str, Any]:
         """The password and ACL files, and the settings that use them, for the operator of an external broker.

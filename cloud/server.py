@@ -3,6 +3,7 @@ API, and their start and stop."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -10,18 +11,23 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvicorn
 from edgewise.cloud.api import create_app
 from edgewise.cloud.auth import ensure_token
 from edgewise.cloud.broker import BrokerManager, parse_broker
+from edgewise.cloud.deployments.controller import DeploymentController
 from edgewise.cloud.devices import DeviceRegistry
 from edgewise.cloud.errors import WorkspaceError
+from edgewise.cloud.ingest.service import TelemetryIngest
+from edgewise.cloud.mqtt import Publisher
 from edgewise.cloud.runs.environments import EnvironmentCache
 from edgewise.cloud.runs.runner import LocalRunner
 from edgewise.cloud.signing_key import load_or_create_manifest_key
 from edgewise.cloud.store.blobs import BlobStore
 from edgewise.cloud.store.sql import SqlStore
+from edgewise.cloud.webservices import HostAgent, WebServices
 from edgewise.cloud.workspace import INTERRUPTED, Workspace
 from fastapi import FastAPI
 
@@ -85,6 +91,15 @@ def serve(
     workspace.attach_devices(
         DeviceRegistry(store=workspace.store, broker=mqtt, manifest_key=manifest_key, registry_url=url)
     )
+    assert workspace.devices is not None
+    deployments = DeploymentController(
+        store=workspace.store, manifest_key=manifest_key, registry_host=urlsplit(workspace.devices.registry_url).netloc
+    )
+    workspace.attach_deployments(deployments)
+    workspace.devices.listeners.append(deployments)
+    host_agent = HostAgent(devices=workspace.devices, folder=data_dir / "webservices")
+    webservices = WebServices(store=workspace.store, deployments=deployments, host_agent=host_agent)
+    workspace.webservices = webservices
     startup_errors: list[WorkspaceError] = []
 
     @contextlib.asynccontextmanager
@@ -96,13 +111,25 @@ def serve(
             workspace.store.close()
             raise
         print(f"edgewise MQTT broker: {mqtt.describe()}", flush=True)
+        ingest = TelemetryIngest(store=workspace.store, broker=mqtt)
         try:
+            await ingest.start()
+            credentials = mqtt.service_credentials
+            publisher = Publisher(
+                host=mqtt.host, port=mqtt.port, username=credentials.username, password=credentials.password
+            )
+            await asyncio.to_thread(publisher.start)
+            deployments.start(publisher)
             runner.start()
             workspace.images.start()
+            await asyncio.to_thread(webservices.start)
             print(f"edgewise workspace live on {url} (data: {data_dir})", flush=True)
             yield
         finally:
             try:
+                await asyncio.to_thread(host_agent.stop)
+                await ingest.stop()
+                await asyncio.to_thread(deployments.stop)
                 runner.stop(reason=SHUTDOWN_REASON)
                 workspace.images.stop()
                 workspace.store.close()

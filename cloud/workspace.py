@@ -33,7 +33,9 @@ from edgewise.cloud.store.records import (
 from edgewise.cloud.store.sql import SqlStore
 
 if TYPE_CHECKING:
+    from edgewise.cloud.deployments.controller import DeploymentController
     from edgewise.cloud.devices import DeviceRegistry
+    from edgewise.cloud.webservices import WebServices
 
 log = logging.getLogger("edgewise.workspace")
 
@@ -50,6 +52,8 @@ class Workspace:
         self.runner: LocalRunner | None = None
         self.images = ImageRegistry(store=store, blobs=blobs, data_dir=data_dir)
         self.devices: DeviceRegistry | None = None  # attached by the server once the broker is set up
+        self.deployments: DeploymentController | None = None  # attached with the devices
+        self.webservices: WebServices | None = None  # attached with the deployments
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -58,6 +62,9 @@ class Workspace:
 
     def attach_devices(self, devices: DeviceRegistry) -> None:
         self.devices = devices
+
+    def attach_deployments(self, deployments: DeploymentController) -> None:
+        self.deployments = deployments
 
     def device_login(self, username: str, password: str) -> bool:
         """Whether the pair is a device's id and secret: the image registry lets devices pull with them."""

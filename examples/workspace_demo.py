@@ -22,7 +22,6 @@ from examples.edge_demo import deploy_to_local_device
 ROOT = Path(__file__).resolve().parent.parent
 EDGEWISE = str(Path(sys.executable).with_name("edgewise"))
 _LIVE = re.compile(r"edgewise workspace live on (http://\S+) ")
-_BROKER = re.compile(r"edgewise MQTT broker: .*? on (mqtt://\S+)")
 
 
 @contextmanager
@@ -41,15 +40,8 @@ def workspace(data: Path) -> Iterator[dict[str, str]]:
         )
     try:
         url = _wait_live(log, service)
-        broker = _BROKER.search(log.read_text(errors="replace"))
         print(f"workspace live on {url}\n")
-        yield {
-            **os.environ,
-            "EDGEWISE_URL": url,
-            "EDGEWISE_DATA": str(data),
-            "EDGEWISE_MQTT": broker[1] if broker else "",
-            "no_proxy": "*",
-        }
+        yield {**os.environ, "EDGEWISE_URL": url, "EDGEWISE_DATA": str(data), "no_proxy": "*"}
     finally:
         service.terminate()
         service.wait(timeout=30)
@@ -67,8 +59,9 @@ def _wait_live(log: Path, service: subprocess.Popen[bytes]) -> str:
     raise SystemExit(f"edgewise up did not start:\n{log.read_text()}")
 
 
-def edgewise(env: dict[str, str], *args: str, capture: bool = False) -> str:
-    print("$ edgewise " + " ".join(args))
+def edgewise(env: dict[str, str], *args: str, capture: bool = False, quiet: bool = False) -> str:
+    if not quiet:
+        print("$ edgewise " + " ".join(args))
     result = subprocess.run([EDGEWISE, *args], env=env, cwd=ROOT, text=True, capture_output=capture)
     if result.returncode != 0:
         raise SystemExit(
@@ -132,8 +125,7 @@ def train_and_register(work: Path, model_dir: Path) -> None:
         edgewise(env, "model", "show", "digits-logreg")
         package_image(env, work)
         print()
-        image = json.loads(edgewise(env, "image", "show", "digits-logreg", "--output", "json", capture=True))
-        deploy_to_local_device(env, work, edgewise, image, env["EDGEWISE_MQTT"])
+        deploy_to_local_device(env, work, edgewise)
         shutil.rmtree(model_dir, ignore_errors=True)
         edgewise(env, "model", "download", "digits-logreg", "--to", str(model_dir))
         print()

@@ -6,9 +6,11 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from edgewise.cloud.api import activities, blobs, broker, devices, experiments, images, models, runs
+from edgewise.cloud.api import activities, blobs, broker, deployments, devices, experiments, images, models, runs
 from edgewise.cloud.api.registry_v2 import create_registry_router
 from edgewise.cloud.api.security import BearerToken
+from edgewise.cloud.api.telemetry import router as telemetry_router
+from edgewise.cloud.api.webservices import router as webservices_router
 from edgewise.cloud.errors import InvalidInputError, WorkspaceError, error_payload
 from edgewise.cloud.image_registry import RegistryImages
 from edgewise.cloud.images.oci import workspace_error as oci_workspace_error
@@ -40,6 +42,9 @@ def create_app(
     secured = [Depends(BearerToken(token=token))]
     for module in (blobs, experiments, runs, models, images, activities, devices, broker):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=secured)
+    app.include_router(deployments.router, prefix=API_PREFIX, dependencies=secured)
+    app.include_router(webservices_router, prefix=API_PREFIX, dependencies=secured)
+    app.include_router(telemetry_router, prefix=API_PREFIX, dependencies=secured)
 
     # The OCI distribution pull API at /v2/: it checks its own credentials (bearer token, basic auth with the
     # token as password, or a device's id and secret) and answers errors in the distribution spec's shape.

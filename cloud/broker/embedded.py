@@ -2,7 +2,8 @@
 
 Two amqtt plugins carry the rules: one checks logins against the password file the service writes (read at
 every login, so added and removed devices take effect at once), the other applies `rules.py` to every
-subscribe, publish and delivery.
+subscribe, publish and delivery. A removed device's open connections are closed and its stored sessions
+forgotten (`disconnect_user`), as Mosquitto does when it reloads its password file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from .accounts import Accounts, check_login
 from .rules import may_publish, may_subscribe
 
 _QUIET_LOGGERS = ("amqtt", "transitions", "edgewise.broker.embedded.plugins")
+DISCONNECT_TIMEOUT = 10.0
+
+log = logging.getLogger("edgewise.broker")
 
 
 class PasswordFileAuth(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type information
@@ -65,6 +69,7 @@ class EmbeddedBroker:
         self.port = port
         self.accounts = accounts
         self._broker: Broker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         """Start listening in the running event loop."""
@@ -89,6 +94,7 @@ class EmbeddedBroker:
                 "pick another --mqtt-port (0: any free port)"
             ) from exc
         self._broker = broker
+        self._loop = asyncio.get_running_loop()
         self.port = _bound_port(broker, self.port)
 
     async def stop(self) -> None:
@@ -96,6 +102,57 @@ class EmbeddedBroker:
         broker, self._broker = self._broker, None
         if broker is not None:
             await broker.shutdown()
+
+    async def disconnect_user(self, username: str) -> int:
+        """Close every connection logged in as `username` and forget its sessions; answers how many there were.
+
+        A closed connection counts as an abnormal end, so the broker publishes the client's last will (a device's
+        `offline` status), then the session and its queued messages are dropped: a revoked account keeps nothing.
+        """
+        broker = self._broker
+        if broker is None:
+            return 0
+        sessions: dict[str, tuple[Any, Any]] = broker.sessions
+        matching = [(cid, s, h) for cid, (s, h) in list(sessions.items()) if getattr(s, "username", None) == username]
+        for _, session, handler in matching:
+            writer = getattr(handler, "writer", None)
+            if writer is not None and session.transitions.is_connected():
+                await writer.close()
+        for client_id, session, _ in matching:
+            await _wait_disconnected(session)
+            if sessions.get(client_id, (None,))[0] is session:
+                await broker._cleanup_session(client_id)  # amqtt offers no public way to drop a stored session
+        if matching:
+            log.info("closed %d MQTT session(s) of %s", len(matching), username)
+        return len(matching)
+
+    def disconnect_user_from_thread(self, username: str) -> None:
+        """`disconnect_user` from a thread other than the broker's event loop (the registry's worker threads);
+        from the loop itself it is scheduled without waiting."""
+        loop = self._loop
+        if loop is None or self._broker is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.create_task(self.disconnect_user(username))
+            return
+        future = asyncio.run_coroutine_threadsafe(self.disconnect_user(username), loop)
+        try:
+            future.result(DISCONNECT_TIMEOUT)
+        except TimeoutError:
+            future.cancel()
+            log.warning("the embedded broker did not close the sessions of %s within %gs", username, DISCONNECT_TIMEOUT)
+
+
+async def _wait_disconnected(session: Any) -> None:
+    """Until amqtt has finished ending the connection (will published, handler stopped)."""
+    for _ in range(int(DISCONNECT_TIMEOUT / 0.02)):
+        if not session.transitions.is_connected():
+            return
+        await asyncio.sleep(0.02)
 
 
 def _bound_port(broker: Broker, fallback: int) -> int:

@@ -125,8 +125,11 @@ class BrokerManager:
                 log.warning("mosquitto has not yet accepted the new credentials of device %s", device_id)
 
     def remove_device(self, device_id: str) -> bool:
-        """Revoke `device_id`'s credentials (new connections are refused); False when it had none."""
+        """Revoke `device_id`'s credentials: new connections are refused and open ones closed (for an external broker,
+        only once its operator installs the new files); False when it had none."""
         removed = self.accounts.remove_device(device_id)
         if removed and self._mosquitto is not None and self._running:
             self._mosquitto.reload()
+        if removed and self._embedded is not None and self._running:
+            self._embedded.disconnect_user_from_thread(device_id)
         return removed

@@ -6,8 +6,9 @@ import sys
 from typing import Annotated, NoReturn
 
 import typer
-from edgewise.cloud.cli import activities, broker, devices, experiments, images, models, output, runs
+from edgewise.cloud.cli import activities, broker, deployments, devices, experiments, images, models, output, runs
 from edgewise.cloud.cli.context import CliSettings
+from edgewise.cloud.cli.telemetry import telemetry
 from edgewise.cloud.cli.up import up
 from edgewise.cloud.errors import ServiceUnavailableError
 
@@ -28,6 +29,8 @@ app.add_typer(images.app, name="image")
 app.add_typer(activities.app, name="activity")
 app.add_typer(devices.app, name="device")
 app.add_typer(broker.app, name="broker")
+app.command("telemetry")(telemetry)
+app.add_typer(deployments.app, name="deploy")
 
 _START_HINT = "; start the service with `edgewise up`, or point --url / EDGEWISE_URL at a running workspace"
 

@@ -141,3 +141,45 @@ def _state_rows(device: Device) -> list[tuple[str, str, str]]:
             state = module.get("runtimeStatus", "-") if isinstance(module, dict) else json.dumps(module)
             rows.append((f"module {name}", "", str(state)))
     return rows
+
+
+@app.command("health")
+def health(
+    ctx: typer.Context,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="KEY (tag present) or KEY=VALUE (tag equal); repeatable")
+    ] = None,
+    output_format: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """The fleet's health: online, last seen, failing modules, CPU, memory, disk, request and error rates."""
+    fleet = client_from(ctx).fleet_health(tags=parse_tag_filters(tag))
+    if output_format is OutputFormat.JSON:
+        output.print_json([device.to_dict() for device in fleet])
+        return
+    table = Table()
+    for column in ("id", "status", "last seen", "failing modules", "cpu", "memory", "disk free", "req/s", "errors"):
+        table.add_column(
+            column, justify="right" if column in ("cpu", "memory", "disk free", "req/s", "errors") else "left"
+        )
+    for device in fleet:
+        failing = ", ".join(f"{m.get('module')} ({m.get('status')})" for m in device.failing_modules)
+        unavailable = ", ".join(f"{name} (unavailable)" for name in device.unavailable_modules)
+        status = device.status or "never connected"
+        table.add_row(
+            escape(device.id),
+            f"[green]{status}[/]" if device.online else f"[red]{escape(status)}[/]",
+            output.when(device.last_seen_at),
+            escape(", ".join(part for part in (failing, unavailable) if part) or "-"),
+            "-" if device.cpu_percent is None else f"{device.cpu_percent:.0f}%",
+            _fraction(device.memory_used_bytes, device.memory_total_bytes),
+            "-" if device.disk_free_bytes is None else output.size(device.disk_free_bytes),
+            "-" if device.requests_per_second is None else f"{device.requests_per_second:.3g}",
+            "-" if device.error_rate is None else f"{device.error_rate:.1%}",
+        )
+    output.out.print(table)
+
+
+def _fraction(used: int | None, total: int | None) -> str:
+    if used is None or not total:
+        return "-"
+    return f"{used / total:.0%}"

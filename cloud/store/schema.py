@@ -261,3 +261,53 @@ telemetry_records = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
     sa.Index(None, "device_id", "ts"),
 )
+
+# Deployments of images to devices (one row each; deleting a deployment removes the row). `target` is a
+# condition over device tags, or `device_id` names one device. `serial` orders creation (ties of priority).
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("serial", sa.Integer, nullable=False),
+    sa.Column("image_name", NAME, nullable=False),
+    sa.Column("image_version", sa.Integer, nullable=False),
+    sa.Column("manifest_digest", sa.String(80), nullable=False),
+    sa.Column("image", sa.Text, nullable=False),
+    sa.Column("device_id", NAME, nullable=True),
+    sa.Column("target", sa.Text, nullable=True),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("module", NAME, nullable=False),
+    sa.Column("env", sa.Text, nullable=False),
+    sa.Column("restart_policy", sa.String(16), nullable=False),
+    sa.Column("settings", sa.Text, nullable=False),
+    sa.Column("rollout", sa.Text, nullable=False),  # {"batch_size", "batch_percent", "max_failures"}
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_at", TIME, nullable=False),
+)
+
+# Each targeted device's progress through a deployment (pending, targeted, applied, succeeded, failed,
+# rolled-back), its rollout batch, and the manifest version that first included the deployment.
+deployment_devices = sa.Table(
+    "deployment_devices",
+    metadata,
+    sa.Column("deployment", NAME, sa.ForeignKey("deployments.name", ondelete="CASCADE"), primary_key=True),
+    sa.Column("device_id", NAME, primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("batch", sa.Integer, nullable=True),
+    sa.Column("version", sa.BigInteger, nullable=True),
+    sa.Column("updated_at", TIME, nullable=False),
+    sa.Index(None, "device_id"),
+)
+
+# Every manifest published to a device, by version (kept after the device is removed, so a device added
+# again under the same id continues with higher versions).
+device_manifests = sa.Table(
+    "device_manifests",
+    metadata,
+    sa.Column("device_id", NAME, primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+)

@@ -39,10 +39,12 @@ from edgewise.cloud.store.schema import (
     snapshot_files,
 )
 from edgewise.cloud.store.sql_activities import SqlActivities
+from edgewise.cloud.store.sql_deployments import SqlDeployments
 from edgewise.cloud.store.sql_devices import SqlDevices
 from edgewise.cloud.store.sql_images import SqlImages
 from edgewise.cloud.store.sql_metrics import SqlMetrics, require_run
 from edgewise.cloud.store.sql_models import SqlModelRegistry
+from edgewise.cloud.store.sql_telemetry import SqlTelemetry
 from edgewise.cloud.store.values import check_files, check_tags, dumps, loads, new_id, now
 
 UNFINISHED = (RunStatus.QUEUED.value, RunStatus.PREPARING.value, RunStatus.RUNNING.value)
@@ -58,7 +60,7 @@ _RUN_COUNT = (
 )
 
 
-class SqlStore(SqlMetrics, SqlModelRegistry, SqlImages, SqlActivities, SqlDevices):
+class SqlStore(SqlMetrics, SqlModelRegistry, SqlImages, SqlActivities, SqlDevices, SqlDeployments, SqlTelemetry):
     """The workspace's metadata: experiments, runs, metrics, artifacts, the model and image registries, activities,
     devices."""
 

@@ -1,0 +1,7 @@
+"""The workspace service's own MQTT clients (the publisher of desired manifests)."""
+
+from __future__ import annotations
+
+from .publisher import Publisher, desired_topic
+
+__all__ = ["Publisher", "desired_topic"]
