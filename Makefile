@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports proto proto-check bench bench-tracking bench-images bench-agent clean FORCE
+.PHONY: demo test check lint typecheck imports proto proto-check bench bench-tracking bench-images bench-agent bench-fleet clean FORCE
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "edgewise needs Python 3.11 or newer"'
@@ -60,6 +60,9 @@ bench-images: $(STAMP)
 
 bench-agent: $(STAMP)
 	$(BIN)/python bench/agent.py
+
+bench-fleet: $(STAMP)
+	$(BIN)/python bench/fleet.py
 
 clean:
 	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache

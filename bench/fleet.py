@@ -1,0 +1,308 @@
+"""Fleet benchmark: deployment convergence on 10 and 100 simulated devices, and telemetry ingest into the
+store.
+
+A real `edgewise up` (managed Mosquitto) and fleets of real agents in one process (`edgewise.simulators`),
+each device with its own state directory, pulling from the workspace's own `/v2/`.
+
+1. Convergence: a warm-up deployment puts the image in every device's cache; after it is deleted, the timed
+   deployment of the same image is created with `deploy create` semantics (`Client.create_deployment` with a
+   tag target) and each device is timed until it reports the module running with that image (targets: median
+   device <= 1 s, all 100 <= 10 s). Every device starts a real scoring server, so on a 2-core machine the
+   100-device figure is bound by starting 100 Python processes.
+2. Ingest: 10 devices' agents (their real spool, sender and link) each send records through the workspace's
+   broker; timed until the store holds them all. Baseline in the same run: the same records through the same
+   broker to a plain subscriber that stores nothing.
+
+It only reports figures and never fails on them.
+
+    .venv/bin/python bench/fleet.py            # 10 and 100 devices, 10 x 20,000 telemetry records
+    .venv/bin/python bench/fleet.py --quick    # 5 and 20 devices, 10 x 2,000 records
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from edgewise.cloud.client import Client
+from edgewise.runtime.agent.config import AgentSettings, parse_connection_string
+from edgewise.runtime.agent.link.mqtt import MqttLink
+from edgewise.runtime.agent.link.topics import DeviceTopics
+from edgewise.runtime.agent.telemetry.sender import TelemetrySender
+from edgewise.runtime.agent.telemetry.spool import TelemetrySpool
+from edgewise.simulators import DeviceCredentials, DeviceSettings, FleetObserver, InProcessFleet
+
+from _agent_telemetry import record_data
+from _harness import idle_cores
+from _tracking_common import model_file
+from _tracking_edgewise import start_service
+
+IMAGE = "fleet-model"
+
+
+def _running(state: dict[str, Any] | None, module: str, digest: str) -> bool:
+    entry = ((state or {}).get("modules") or {}).get(module) or {}
+    return entry.get("runtimeStatus") == "running" and entry.get("imageDigest") == digest
+
+
+def _not_running(state: dict[str, Any] | None, module: str) -> bool:
+    return module not in ((state or {}).get("modules") or {})
+
+
+def converge(
+    client: Client,
+    work: Path,
+    *,
+    count: int,
+    broker_port: int,
+    observer: FleetObserver,
+    registry: str,
+    digest: str,
+    timeout: float,
+) -> dict[str, Any]:
+    """Start `count` in-process agents, warm their image caches, then time one deployment to all of them."""
+    group = f"b{count}"
+    creds = []
+    for index in range(count):
+        added = client.add_device(f"{group}-{index:03d}", tags={"fleet": group})
+        connection = parse_connection_string(added.connection_string)
+        creds.append(DeviceCredentials(device_id=connection.device_id, secret=connection.secret))
+    ids = [c.device_id for c in creds]
+    fleet = InProcessFleet(
+        broker_port=broker_port,
+        devices=creds,
+        workspace_key=client.manifest_key()["public_key"],
+        work_dir=work / group,
+        registry=registry,
+        settings=DeviceSettings(sandbox="auto"),
+    )
+    fleet.start()
+    try:
+        observer.wait_status(ids, "online", timeout=120)
+        target = f"tags.fleet = '{group}'"
+        client.create_deployment(f"warm-{group}", image=IMAGE, target=target, module="warm")
+        observer.wait(
+            lambda: all(_running(observer.snapshot(d)[0], "warm", digest) for d in ids),
+            timeout=timeout,
+            what="the warm-up deployment",
+        )
+        client.delete_deployment(f"warm-{group}")
+        observer.wait(
+            lambda: all(_not_running(observer.snapshot(d)[0], "warm") for d in ids),
+            timeout=timeout,
+            what="the warm-up module removed",
+        )
+        done: dict[str, float] = {}
+        start = time.monotonic()
+        client.create_deployment(f"timed-{group}", image=IMAGE, target=target, module="timed")
+        deadline = start + timeout
+        while len(done) < count and time.monotonic() < deadline:
+            for device in ids:
+                if device not in done and _running(observer.snapshot(device)[0], "timed", digest):
+                    done[device] = time.monotonic() - start
+            time.sleep(0.01)
+        report = client.get_deployment(f"timed-{group}")
+        client.delete_deployment(f"timed-{group}")
+        observer.wait(
+            lambda: all(_not_running(observer.snapshot(d)[0], "timed") for d in ids),
+            timeout=timeout,
+            what="the timed module removed",
+        )
+    finally:
+        fleet.close()
+    times = sorted(done.values())
+    return {
+        "devices": count,
+        "converged": len(times),
+        "median_device_s": round(statistics.median(times), 3) if times else None,
+        "all_devices_s": round(times[-1], 3) if len(times) == count else None,
+        "deployment_counts": report.counts,
+        "targets": {"median_device_s": 1.0, "all_100_s": 10.0},
+    }
+
+
+async def _send(connection_text: str, work: Path, records: int) -> None:
+    connection = parse_connection_string(connection_text)
+    topics = DeviceTopics(connection.device_id)
+    spool = TelemetrySpool(
+        path=work / f"{connection.device_id}.sqlite", max_bytes=1 << 34, time_to_live=3600.0
+    )
+    link = MqttLink(
+        connection=connection, settings=AgentSettings(state_dir=work), topics=topics, subscriptions=[]
+    )
+    await link.start()
+    try:
+        if not await link.wait_connected(30):
+            raise RuntimeError(f"{connection.device_id} could not connect")
+        sender = TelemetrySender(spool=spool, link=link, topics=topics, device_id=connection.device_id)
+        task = asyncio.create_task(sender.run())
+        for first in range(0, records, 1000):
+            spool.append([("health", None, record_data(i)) for i in range(first, min(records, first + 1000))])
+            sender.wake()
+            await asyncio.sleep(0)
+        while spool.pending_count():
+            await asyncio.sleep(0.02)
+        task.cancel()
+    finally:
+        await link.stop()
+        spool.close()
+
+
+def ingest(client: Client, work: Path, *, devices: int, records: int) -> dict[str, Any]:
+    """`devices` agents' senders at once; timed until the store counts every record."""
+    connections = [
+        client.add_device(f"ingest-{i:02d}", tags={"fleet": "ingest"}).connection_string
+        for i in range(devices)
+    ]
+    ids = [f"ingest-{i:02d}" for i in range(devices)]
+    work.mkdir(parents=True, exist_ok=True)
+
+    def stored() -> int:
+        total = 0
+        for device in ids:
+            counters = (client.get_device(device).reported or {}).get("$ingest") or {}
+            total += int(counters.get("records", 0))
+        return total
+
+    async def run() -> None:
+        await asyncio.gather(*(_send(text, work, records) for text in connections))
+
+    start = time.perf_counter()
+    asyncio.run(run())
+    sent = time.perf_counter() - start
+    while stored() < devices * records and time.perf_counter() - start < 300:
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    total = stored()
+    return {
+        "devices": devices,
+        "records": devices * records,
+        "stored": total,
+        "sent_s": round(sent, 3),
+        "stored_s": round(elapsed, 3),
+        "records_per_s": round(total / elapsed),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller fleets and fewer records")
+    parser.add_argument("--fleets", default=None, help="comma-separated fleet sizes (default 10,100)")
+    parser.add_argument("--records", type=int, default=None, help="telemetry records per ingest device")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds one deployment may take")
+    opts = parser.parse_args()
+    fleets = [int(n) for n in (opts.fleets or ("5,20" if opts.quick else "10,100")).split(",")]
+    records = opts.records or (2_000 if opts.quick else 20_000)
+    work = Path(tempfile.mkdtemp(prefix="ew-fleet-", dir="/tmp"))
+    report: dict[str, Any] = {"benchmark": "fleet", "idle_cores_before": idle_cores()}
+    service, url, token = start_service(work, 120.0)
+    try:
+        client = Client(url=url, token=token)
+        log = service.log.read_text()
+        broker_port = int(log.split("mqtt://127.0.0.1:", 1)[1].split()[0].rstrip(")"))
+        client.register_model(name=IMAGE, file=model_file(work))
+        activity = client.build_image(name=IMAGE, model=IMAGE)
+        client.wait_activity(activity.id, timeout=300)
+        digest = client.get_image(IMAGE).manifest_digest
+        data = work / "data"
+        password = (data / "broker" / "service-password").read_text().strip()
+        observer = FleetObserver(port=broker_port, username="edgewise-service", password=password).start()
+        try:
+            report["convergence"] = [
+                converge(
+                    client,
+                    work,
+                    count=n,
+                    broker_port=broker_port,
+                    observer=observer,
+                    registry=url,
+                    digest=digest,
+                    timeout=opts.timeout,
+                )
+                for n in fleets
+            ]
+        finally:
+            observer.close()
+        ours = ingest(client, work / "ingest", devices=10, records=records)
+        from _agent_telemetry import Subscriber  # the same records to a subscriber that stores nothing
+
+        baseline = _transport_only(
+            client,
+            work / "transport",
+            broker_port,
+            password,
+            devices=10,
+            records=records,
+            subscriber=Subscriber,
+        )
+        report["ingest"] = {
+            "edgewise_into_store": ours,
+            "baseline_broker_to_plain_subscriber": baseline,
+            "ratio_store_over_transport": round(ours["records_per_s"] / baseline["records_per_s"], 2),
+        }
+    finally:
+        service.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(report, indent=2))
+    for fleet in report["convergence"]:
+        print(
+            f"{fleet['devices']:>4} devices: median {fleet['median_device_s']} s, "
+            f"all {fleet['all_devices_s']} s ({fleet['converged']} converged)",
+            file=sys.stderr,
+        )
+    ing = report["ingest"]
+    print(
+        f"ingest {ing['edgewise_into_store']['records_per_s']} records/s into the store; transport only "
+        f"{ing['baseline_broker_to_plain_subscriber']['records_per_s']} "
+        f"(ratio {ing['ratio_store_over_transport']})",
+        file=sys.stderr,
+    )
+
+
+def _transport_only(
+    client: Client, work: Path, port: int, password: str, *, devices: int, records: int, subscriber: Any
+) -> dict[str, Any]:
+    connections = [
+        client.add_device(f"wire-{i:02d}", tags={"fleet": "wire"}).connection_string for i in range(devices)
+    ]
+    work.mkdir(parents=True, exist_ok=True)
+    sub = subscriber(
+        port=port,
+        username="edgewise-service",
+        password=password,
+        topic="edgewise/v1/devices/+/telemetry",
+        batched=True,
+    )
+    sub.expected = devices * records
+
+    async def run() -> None:
+        await asyncio.gather(*(_send(text, work, records) for text in connections))
+
+    start = time.perf_counter()
+    asyncio.run(run())
+    sub.done.wait(120)
+    elapsed = (sub.last_at or time.perf_counter()) - start
+    sub.close()
+    return {
+        "devices": devices,
+        "records": devices * records,
+        "received": sub.count,
+        "seconds": round(elapsed, 3),
+        "records_per_s": round(sub.count / elapsed),
+    }
+
+
+if __name__ == "__main__":
+    main()
