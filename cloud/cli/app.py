@@ -10,6 +10,7 @@ from edgewise.cloud.cli import activities, broker, deployments, devices, experim
 from edgewise.cloud.cli.context import CliSettings
 from edgewise.cloud.cli.telemetry import telemetry
 from edgewise.cloud.cli.up import up
+from edgewise.cloud.cli.webservices import app as webservice_app
 from edgewise.cloud.errors import ServiceUnavailableError
 
 from edgewise import __version__
@@ -31,6 +32,7 @@ app.add_typer(devices.app, name="device")
 app.add_typer(broker.app, name="broker")
 app.command("telemetry")(telemetry)
 app.add_typer(deployments.app, name="deploy")
+app.add_typer(webservice_app, name="webservice")
 
 _START_HINT = "; start the service with `edgewise up`, or point --url / EDGEWISE_URL at a running workspace"
 

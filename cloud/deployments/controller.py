@@ -218,7 +218,8 @@ class DeploymentController:
                         self.publisher.clear_desired(device_id)
                     return
                 self._retarget(self.store.get_device(device_id))
-                self._publish(device_id)
+                # a device added again lost its retained manifest when it was removed: publish even if unchanged
+                self._publish(device_id, republish=event == "added")
         except WorkspaceError as exc:
             log.warning("could not update the manifest of device %s after it was %s: %s", device_id, event, exc)
 
@@ -247,8 +248,10 @@ class DeploymentController:
         for device_id in sorted(set(device_ids)):
             self._publish(device_id)
 
-    def _publish(self, device_id: str) -> None:
-        """Compute the device's manifest; when it changed, sign, store and publish it under a new version."""
+    def _publish(self, device_id: str, *, republish: bool = False) -> None:
+        """Compute the device's manifest; when it changed, sign, store and publish it under a new version.
+
+        `republish` sends the latest manifest again when nothing changed (its retained copy was cleared)."""
         rows = {row.deployment: row for row in self.store.list_rollouts(device_id=device_id)}
         released = [
             self.store.get_deployment(name)
@@ -262,6 +265,8 @@ class DeploymentController:
             return  # nothing was ever deployed to it: no manifest yet
         if latest is not None and manifests.same_content(latest, draft):
             version = int(latest["version"])
+            if republish and self.publisher is not None:
+                self.publisher.publish_desired(device_id, latest)
         else:
             document = self.store.record_manifest(
                 device_id,

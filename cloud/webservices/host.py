@@ -129,9 +129,9 @@ class HostAgent:
             exists = True
         except NotFoundError:
             exists = False
-        if exists and secret and saved.get("DeviceId") == HOST_DEVICE_ID:
-            if self.devices.verify_login(HOST_DEVICE_ID, secret):
-                return secret
+        known = exists and secret and saved.get("DeviceId") == HOST_DEVICE_ID
+        if known and self.devices.verify_login(HOST_DEVICE_ID, secret):
+            return secret
         if exists:
             log.warning("the credentials of device %s are lost; registering it again", HOST_DEVICE_ID)
             self.devices.remove(HOST_DEVICE_ID)

@@ -145,7 +145,8 @@ class WebServices:
         module = module if isinstance(module, dict) else {}
         http_port = int(deployment.settings.get("httpPort", 0))
         grpc_port = int(deployment.settings.get("grpcPort", 0))
-        endpoints = module.get("endpoints") if isinstance(module.get("endpoints"), dict) else {}
+        found = module.get("endpoints")
+        endpoints: dict[str, Any] = found if isinstance(found, dict) else {}
         host = _url_host(self._module_host())
         rest_url = str(endpoints.get("http") or f"http://{host}:{http_port}")
         grpc_url = str(endpoints.get("grpc") or f"{host}:{grpc_port}")
