@@ -45,6 +45,16 @@ def _wait_reported(
         time.sleep(0.3)
 
 
+def _wait_telemetry(env: dict[str, str], edgewise: Cli) -> None:
+    """The agent sends device health every `intervalSecs` (10 s by default): wait for the first record."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        shown = edgewise(env, "telemetry", DEVICE, "--kind", "health", "--output", "json", capture=True, quiet=True)
+        if json.loads(shown):
+            return
+        time.sleep(0.5)
+
+
 def _score(http_url: str, grpc_target: str) -> None:
     from sklearn.datasets import load_digits
 
@@ -78,9 +88,11 @@ def deploy_to_local_device(env: dict[str, str], work: Path, edgewise: Cli) -> No
         )
     try:
         started = time.monotonic()
-        edgewise(env, "deploy", "create", MODULE, "--image", "digits-logreg", "--target", "tags.site = 'lab'", "--wait")
+        edgewise(
+            env, "deploy", "create", MODULE, "--image", "digits-logreg", "--module", MODULE,
+            "--target", "tags.site = 'lab'", "--wait",
+        )
         print(f"deployed in {time.monotonic() - started:.1f}s (the device pulled the image from the workspace's /v2/)")
-        edgewise(env, "deploy", "show", MODULE)
         reported = _wait_reported(
             env,
             edgewise,
@@ -94,6 +106,8 @@ def deploy_to_local_device(env: dict[str, str], work: Path, edgewise: Cli) -> No
         )
         _score(entry["endpoints"]["http"], entry["endpoints"]["grpc"])
         edgewise(env, "device", "show", DEVICE)
+        _wait_telemetry(env, edgewise)
+        edgewise(env, "telemetry", DEVICE, "--kind", "health", "--limit", "3")
         edgewise(env, "device", "health")
         edgewise(env, "deploy", "delete", MODULE)
         _wait_reported(env, edgewise, "the module removed", lambda r: not r.get("modules"))
