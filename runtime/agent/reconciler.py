@@ -85,6 +85,9 @@ class Reconciler:
         self._probe_failures: dict[str, tuple[int, int]] = {}  # module -> (pid, consecutive failures)
         self._restart_requests: set[str] = set()
         self._accepted_at: float | None = None
+        # the images of the manifest accepted before the current one stay cached: a rollback, or a deployment
+        # that comes back, then starts without a pull
+        self._previous_digests: set[str] = set()
         self._last_seen: dict[str, float] = {}
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -139,6 +142,8 @@ class Reconciler:
             self.trigger()
             return None
         self._state.save_manifest(payload)
+        if self.accepted is not None:
+            self._previous_digests = {spec.digest for spec in self.accepted.modules.values()}
         self.accepted = manifest
         self.rejected = None
         self._accepted_at = self._clock()
@@ -237,7 +242,7 @@ class Reconciler:
     async def _collect_garbage(self) -> None:
         if self._store is None:
             return
-        keep = {record.digest for record in self.records.values() if record.digest}
+        keep = {record.digest for record in self.records.values() if record.digest} | self._previous_digests
         if self.accepted is not None:
             keep |= {spec.digest for spec in self.accepted.modules.values()}
         try:

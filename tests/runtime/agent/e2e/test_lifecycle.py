@@ -69,3 +69,20 @@ def test_a_deep_state_directory_still_serves(rig_factory: Callable[..., DeviceRi
     v1 = images.image(1)
     rig.deploy(v1)
     assert rig.wait_serving(v1).factor == v1.factor
+
+
+def test_unused_images_are_collected_but_the_previous_manifests_stay_cached(
+    rig: DeviceRig, images: ImageFactory
+) -> None:
+    """Images no manifest uses are removed; those of the manifest before the current one stay for a rollback."""
+
+    def unpacked(digest: str) -> bool:
+        return (rig.agent.state_dir / "images" / "rootfs" / digest.replace(":", "-")).is_dir()
+
+    v1, v2, v3 = images.image(1), images.image(2), images.image(3)
+    rig.deploy(v1)
+    rig.deploy(v2)
+    assert unpacked(v1.digest) and unpacked(v2.digest)
+    rig.deploy(v3)
+    wait_for(lambda: not unpacked(v1.digest), timeout=20, what="the image no manifest uses any more removed")
+    assert unpacked(v2.digest) and unpacked(v3.digest)
