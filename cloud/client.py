@@ -623,8 +623,8 @@ class Client:
         body = {"name": name, "image": image, "version": version, **options}
         return Deployment.from_dict(self._json("POST", "deployments", json=body))
 
-    def list_deployments(self) -> list[Deployment]:
-        return [Deployment.from_dict(item) for item in self._json("GET", "deployments")["items"]]
+    def list_deployments(self, *, limit: int | None = None) -> list[Deployment]:
+        return self._pages("deployments", {}, Deployment.from_dict, limit)
 
     def get_deployment(self, name: str) -> DeploymentReport:
         """The deployment, each targeted device's state (with reasons) and the counts."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from edgewise.cloud.api.deps import PageSize, PageToken
 from edgewise.cloud.deployments.controller import DeploymentController
 from edgewise.cloud.errors import ServiceUnavailableError
+from edgewise.cloud.store.database import check_page_size, decode_page_token, encode_page_token
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
@@ -46,9 +48,14 @@ def create_deployment(body: CreateDeploymentBody, controller: ControllerDep) -> 
     return controller.create(name, **fields).to_dict()
 
 
-@router.get("/deployments", summary="Every deployment, oldest first")
-def list_deployments(controller: ControllerDep) -> dict[str, Any]:
-    return {"items": [d.to_dict() for d in controller.list_all()], "next_page_token": None}
+@router.get("/deployments", summary="Deployments, oldest first, a page at a time")
+def list_deployments(
+    controller: ControllerDep, page_size: PageSize = 100, page_token: PageToken = None
+) -> dict[str, Any]:
+    offset, size = decode_page_token(page_token), check_page_size(page_size)
+    every = controller.list_all()
+    following = encode_page_token(offset + size) if len(every) > offset + size else None
+    return {"items": [d.to_dict() for d in every[offset : offset + size]], "next_page_token": following}
 
 
 @router.get("/deployments/{name}", summary="A deployment with each targeted device's state and the counts")

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from edgewise.cloud.broker import find_mosquitto
 from edgewise.cloud.errors import ConflictError, InvalidInputError, ModelInUseError
@@ -203,3 +204,26 @@ def test_a_removed_device_loses_its_retained_manifest(service: WorkspaceProcess,
         report = client.get_deployment(name)
         assert report.devices == []
         client.delete_deployment(name)
+
+
+def test_deployments_are_listed_a_page_at_a_time(service: WorkspaceProcess, image: dict[str, Any]) -> None:
+    devices = Devices(service)
+    device = devices.add(unique("paged"))
+    names = [unique("paged") for _ in range(3)]
+    with service.client() as client:
+        for index, name in enumerate(names):
+            client.create_deployment(name, image=image["name"], device_id=device, module=f"m{index}")
+        try:
+            answer = httpx.get(
+                f"{service.url}/api/v1/deployments",
+                params={"page_size": 1},
+                headers={"Authorization": f"Bearer {service.token}"},
+            )
+            first = answer.raise_for_status().json()
+            assert len(first["items"]) == 1 and first["next_page_token"]
+            listed = [d.name for d in client.list_deployments()]
+            assert [n for n in listed if n in names] == names  # oldest first, across pages
+            assert len(client.list_deployments(limit=2)) == 2
+        finally:
+            for name in names:
+                client.delete_deployment(name)
