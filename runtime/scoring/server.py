@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,12 +47,12 @@ class _CloseWhenDraining:
     answer, instead of finding its idle connection closed under a request it just sent.
     """
 
-    def __init__(self, app: Any, draining: Callable[[], bool]) -> None:
+    def __init__(self, app: Any) -> None:
         self.app = app
-        self.draining = draining
+        self.draining = False  # set once, when the server starts to stop
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not self.draining():
+        if not self.draining or scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
@@ -137,6 +137,7 @@ class ScoringServer:
         self._stopping = False
         self._admin: _Listeners | None = None
         self._public: _Listeners | None = None
+        self._public_app: _CloseWhenDraining | None = None
         self._ports: tuple[int, int] = (0, 0)  # (http, grpc) of the public listeners once open
 
     def stop(self) -> None:
@@ -192,9 +193,9 @@ class ScoringServer:
             raise
         http_port = sock.getsockname()[1]
         app = _CloseWhenDraining(
-            build_rest_app(self.dataplane, metrics=self.metrics, max_message_bytes=s.max_message_bytes),
-            lambda: self._stopping,
+            build_rest_app(self.dataplane, metrics=self.metrics, max_message_bytes=s.max_message_bytes)
         )
+        self._public_app = app
         listeners = await self._serve_http(app, sock, grpc_server)
         self._ports = (http_port, grpc_port)
         log.info("edgewise-score live: gRPC on %s:%d, HTTP on %s:%d", s.host, grpc_port, s.host, http_port)
@@ -274,6 +275,8 @@ class ScoringServer:
         """Drain: stop accepting everywhere, let in-flight requests finish within the grace period."""
         async with self._listen_lock:
             self._stopping = True
+            if self._public_app is not None:
+                self._public_app.draining = True
         groups = [g for g in (self._public, self._admin) if g is not None]
         # Stop accepting first (connections still queued move to a newer server sharing the port when
         # net.ipv4.tcp_migrate_req is on), and give connections accepted a moment ago time to deliver their
