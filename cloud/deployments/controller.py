@@ -159,6 +159,7 @@ class DeploymentController:
                     target=condition.text if condition is not None else None,
                     priority=priority,
                     module=module_name,
+                    module_type=built.kind,
                     env=dict(env or {}),
                     restart_policy=policy.value,
                     settings=settings,

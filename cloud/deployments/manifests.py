@@ -85,7 +85,7 @@ def module_entry(deployment: Deployment, *, http_port: int, grpc_port: int) -> d
     """The manifest's `modules.{name}` object for `deployment`."""
     settings = {k: v for k, v in deployment.settings.items() if k not in ("httpPort", "grpcPort")}
     return {
-        "type": "oci",
+        "type": deployment.module_type,
         "image": deployment.image,
         "status": "running",
         "restartPolicy": deployment.restart_policy,

@@ -52,6 +52,7 @@ class Deployment(_Plain):
     target: str | None = None
     priority: int = 0
     module: str
+    module_type: str = "oci"  # the image's kind: oci, or fpga for an FPGA image
     env: dict[str, str] = field(default_factory=dict)
     restart_policy: str = "always"
     settings: dict[str, Any] = field(default_factory=dict)  # httpPort/grpcPort when given

@@ -314,6 +314,8 @@ class Image(_Record):
     activity_id: str | None = None  # the build that made it
     base: str | None = None  # how the base image was named, when there is one
     tags: dict[str, str] = field(default_factory=dict)
+    kind: str = "oci"  # oci | fpga
+    details: dict[str, Any] = field(default_factory=dict)  # an FPGA image's resources, Fmax, cycles, accuracy
 
     @property
     def ref(self) -> str:

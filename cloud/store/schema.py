@@ -190,6 +190,8 @@ images = sa.Table(
     sa.Column("models", sa.Text, nullable=False),
     sa.Column("activity_id", ID, sa.ForeignKey("activities.id", ondelete="SET NULL"), nullable=True),
     sa.Column("base", sa.Text, nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="oci"),  # oci | fpga
+    sa.Column("details", sa.Text, nullable=True),  # JSON: what the build measured (e.g. an FPGA's resources)
     sa.UniqueConstraint("repository_id", "version"),
     sa.Index(None, "created_at"),
     sa.Index(None, "manifest_digest"),
@@ -277,6 +279,7 @@ deployments = sa.Table(
     sa.Column("target", sa.Text, nullable=True),
     sa.Column("priority", sa.Integer, nullable=False),
     sa.Column("module", NAME, nullable=False),
+    sa.Column("module_type", sa.String(16), nullable=False, server_default="oci"),  # oci | fpga: the image's kind
     sa.Column("env", sa.Text, nullable=False),
     sa.Column("restart_policy", sa.String(16), nullable=False),
     sa.Column("settings", sa.Text, nullable=False),

@@ -44,6 +44,8 @@ class SqlImages:
         activity_id: str | None = None,
         base: str | None = None,
         tags: Mapping[str, str] | None = None,
+        kind: str = "oci",
+        details: Mapping[str, Any] | None = None,
     ) -> Image:
         """Record the next version of image `name` (1 for a new name) and reference the model versions in it."""
         check_name("image", name)
@@ -76,6 +78,8 @@ class SqlImages:
                     models=dumps(model_refs, what="the image's models"),
                     activity_id=activity_id,
                     base=base,
+                    kind=kind,
+                    details=dumps(dict(details), what="the image's details") if details else None,
                 )
                 .returning(images.c.id)
             ).scalar_one()
@@ -222,6 +226,8 @@ def _image_records(conn: sa.Connection, rows: Sequence[sa.Row[Any]]) -> list[Ima
                 activity_id=m["activity_id"],
                 base=m["base"],
                 tags=tags[m["id"]],
+                kind=m["kind"],
+                details=dict(loads(m["details"]) or {}) if m["details"] else {},
             )
         )
     return result
