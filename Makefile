@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports proto proto-check bench bench-tracking bench-images bench-agent bench-fleet clean FORCE
+.PHONY: demo test check lint typecheck imports proto proto-check bench bench-tracking bench-images bench-agent bench-fleet bench-fpga clean FORCE
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "edgewise needs Python 3.11 or newer"'
@@ -63,6 +63,9 @@ bench-agent: $(STAMP)
 
 bench-fleet: $(STAMP)
 	$(BIN)/python bench/fleet.py
+
+bench-fpga: $(STAMP)
+	$(BIN)/python bench/fpga.py
 
 clean:
 	rm -rf $(VENV) .demo .bench .pytest_cache .mypy_cache .ruff_cache
