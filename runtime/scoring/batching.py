@@ -18,6 +18,7 @@ import numpy as np
 from edgewise.runtime.scoring.backends.base import Backend
 from edgewise.runtime.scoring.errors import InferenceFailedError, ScoringError
 from edgewise.runtime.scoring.stats import ModelStats
+from edgewise.runtime.scoring.types import Parameters
 
 Tensors = dict[str, np.ndarray]
 
@@ -27,11 +28,16 @@ OFFLOAD_NS = 1_000_000
 
 
 class Scheduler:
-    """Runs a backend for one model version."""
+    """Runs a backend for one model version.
+
+    `returns_parameters` says which of `infer` and `infer_with_parameters` the dataplane calls, so that backends
+    without response parameters keep a path that allocates nothing for them.
+    """
 
     def __init__(self, backend: Backend, stats: ModelStats) -> None:
         self.backend = backend
         self.stats = stats
+        self.returns_parameters = backend.returns_parameters
 
     async def infer(self, inputs: Tensors, outputs: list[str], batch: int) -> Tensors:
         start = time.perf_counter_ns()
@@ -39,6 +45,16 @@ class Scheduler:
         infer_ns = time.perf_counter_ns() - start
         self.stats.record_execution(max(batch, 1), 0, infer_ns, 0)
         return result
+
+    async def infer_with_parameters(
+        self, inputs: Tensors, outputs: list[str], batch: int
+    ) -> tuple[Tensors, Parameters]:
+        start = time.perf_counter_ns()
+        result, parameters = self.backend.predict_with_parameters(inputs, outputs)
+        infer_ns = time.perf_counter_ns() - start
+        self.stats.record_execution(max(batch, 1), 0, infer_ns, 0)
+        self.stats.record_parameters(parameters)
+        return result, parameters
 
 
 @dataclass(slots=True, eq=False)
@@ -69,13 +85,15 @@ def _batch_key(inputs: Tensors, outputs: list[str]) -> tuple[object, ...]:
 class DynamicBatcher(Scheduler):
     """Merges queued requests into batches; slow models' batches run on the loop's executor.
 
-    One batch per model runs at a time (`_busy`), which keeps a backend's calls serial.
+    One batch per model runs at a time (`_busy`), which keeps a backend's calls serial. A batch has no
+    per-request response parameters, so the registry never batches a backend that returns them.
     """
 
     def __init__(
         self, backend: Backend, stats: ModelStats, *, max_batch_size: int, max_queue_delay_us: int = 0
     ) -> None:
         super().__init__(backend, stats)
+        self.returns_parameters = False
         self.max_batch_size = max_batch_size
         self.max_queue_delay_ns = max_queue_delay_us * 1000
         self._queue: list[_Pending] = []

@@ -19,6 +19,7 @@ from edgewise.runtime.scoring.types import (
     InferResponse,
     ModelIndexEntry,
     ModelMetadata,
+    Parameters,
 )
 
 from edgewise import __version__
@@ -72,8 +73,13 @@ class DataPlane:
         try:
             inputs, batch = self._check_inputs(mv, request)
             wanted = self._check_outputs(mv, request)
-            assert mv.scheduler is not None
-            result = await mv.scheduler.infer(inputs, wanted, batch)
+            scheduler = mv.scheduler
+            assert scheduler is not None
+            reported: Parameters | None = None
+            if scheduler.returns_parameters:
+                result, reported = await scheduler.infer_with_parameters(inputs, wanted, batch)
+            else:
+                result = await scheduler.infer(inputs, wanted, batch)
             outputs = [
                 InferOutput(name, mv.outputs[name].datatype, tuple(result[name].shape), result[name])
                 for name in (wanted or mv.outputs)
@@ -84,6 +90,8 @@ class DataPlane:
         if self.sampler is not None:
             self.sampler.offer(mv.name, str(mv.version), request.inputs, outputs)
         parameters = {k: v for k, v in request.parameters.items() if k not in _TRANSPORT_PARAMETERS}
+        if reported:
+            parameters.update(reported)  # the backend's word wins over an echoed request parameter
         return InferResponse(request.model_name, str(mv.version), outputs, request.id, parameters)
 
     @staticmethod

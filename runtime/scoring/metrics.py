@@ -13,6 +13,9 @@ _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_CYCLE_BUCKETS = tuple(2**n for n in range(4, 25, 2))  # 16 .. 16M clock cycles
+# The response parameter in which an FPGA backend reports the clock cycles of a call.
+FPGA_CYCLES = "fpga_cycles"
 
 
 class ServerMetrics:
@@ -43,6 +46,10 @@ class ServerMetrics:
             "edgewise_model_ready", "1 when the model version is ready to serve.", labels,
             registry=self.registry,
         )
+        self.fpga_cycles = Histogram(
+            "edgewise_fpga_cycles", "FPGA clock cycles per inference request.", labels,
+            buckets=_CYCLE_BUCKETS, registry=self.registry,
+        )
 
     def for_model(self, model: str, version: str) -> ModelMetrics:
         return ModelMetrics(
@@ -53,6 +60,8 @@ class ServerMetrics:
             compute_seconds=self.compute_seconds.labels(model, version),
             batch_size=self.batch_size.labels(model, version),
             ready=self.model_ready.labels(model, version),
+            labels=(model, version),
+            fpga_cycles_family=self.fpga_cycles,
         )
 
     def render(self) -> bytes:
@@ -70,3 +79,12 @@ class ModelMetrics:
     compute_seconds: Histogram
     batch_size: Histogram
     ready: Gauge
+    labels: tuple[str, str]
+    fpga_cycles_family: Histogram
+    fpga_cycles: Histogram | None = None  # bound on first use, so models without an FPGA add no series
+
+    def observe_fpga_cycles(self, cycles: int) -> None:
+        child = self.fpga_cycles
+        if child is None:
+            child = self.fpga_cycles = self.fpga_cycles_family.labels(*self.labels)
+        child.observe(cycles)

@@ -281,6 +281,11 @@ class ModelRegistry:
     def _check_batching(backend: Backend, config: ModelConfig) -> None:
         if config.max_batch_size <= 0:
             return
+        if backend.returns_parameters:
+            raise ModelLoadError(
+                f"max_batch_size is {config.max_batch_size}, but this {backend.platform} model reports response "
+                "parameters per call, which a merged batch cannot split per request; set max_batch_size to 0"
+            )
         for spec in (*backend.inputs, *backend.outputs):
             if not spec.shape or spec.shape[0] != -1:
                 raise ModelLoadError(

@@ -4,6 +4,9 @@ A version folder may hold a scoring script, `score.py`, instead of (or around) a
 the script backend when config.json says `"backend": "script"`, or when the folder has no model file but has
 `score.py`.
 
+An FPGA version folder holds `fpga.json` (docs/fpga.md) and the design it names: it is served by the FPGA
+backend when config.json says `"backend": "fpga"`, or when the folder has no model file but has `fpga.json`.
+
 config.json (every key optional):
 
     {
@@ -12,8 +15,8 @@ config.json (every key optional):
       "version_policy": {"latest": {"num_versions": 1}} | {"all": {}} | {"specific": {"versions": [1, 3]}},
       "input":  [{"name": "pixels", "onnx_name": "input"}],      # serve a graph tensor under another name
       "output": [{"name": "scores", "onnx_name": "probabilities"}],
-      "default_model_filename": "model.onnx",   # "score.py" when the backend is "script"
-      "backend": "onnxruntime" | "script",       # default: by the files in each version folder
+      "default_model_filename": "model.onnx",   # "score.py" for "script", "fpga.json" for "fpga"
+      "backend": "onnxruntime" | "script" | "fpga",  # default: by the files in each version folder
       "warmup": true
     }
 """
@@ -30,7 +33,9 @@ from edgewise.runtime.scoring.errors import ModelLoadError
 
 CONFIG_FILE = "config.json"
 SCRIPT_FILE = "score.py"
-BACKENDS = ("onnxruntime", "script")
+FPGA_FILE = "fpga.json"
+BACKENDS = ("onnxruntime", "script", "fpga")
+_DEFAULT_FILES = {"script": SCRIPT_FILE, "fpga": FPGA_FILE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +109,7 @@ def read_config(model_dir: Path) -> ModelConfig:
     backend = str(raw.get("backend", ""))
     if backend and backend not in BACKENDS:
         raise ModelLoadError(f"{path}: unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    default_file = SCRIPT_FILE if backend == "script" else "model.onnx"
+    default_file = _DEFAULT_FILES.get(backend, "model.onnx")
     return ModelConfig(
         name=model_dir.name,
         max_batch_size=max_batch,
@@ -126,12 +131,15 @@ class VersionOnDisk:
 
 
 def model_file(version_dir: Path, config: ModelConfig) -> Path | None:
-    """The file a version is served from: the configured model file, else `score.py` unless a backend is set."""
+    """The file a version is served from: the configured model file, else `score.py` or `fpga.json` unless a
+    backend is set."""
     configured = version_dir / config.model_filename
     if configured.exists():
         return configured
-    if not config.backend and (version_dir / SCRIPT_FILE).is_file():
-        return version_dir / SCRIPT_FILE
+    if not config.backend:
+        for name in (SCRIPT_FILE, FPGA_FILE):
+            if (version_dir / name).is_file():
+                return version_dir / name
     return None
 
 
@@ -140,8 +148,13 @@ def is_script(path: Path, config: ModelConfig) -> bool:
     return config.backend == "script" or (not config.backend and path.suffix == ".py")
 
 
+def is_fpga(path: Path, config: ModelConfig) -> bool:
+    """Whether the FPGA backend serves this model file."""
+    return config.backend == "fpga" or (not config.backend and path.name == FPGA_FILE)
+
+
 def _folder_signature(folder: Path) -> tuple[int, int]:
-    """Newest mtime and total size of a script version's files: a script reads its neighbours, so any change counts.
+    """Newest mtime and total size of a version's files, for scripts and FPGA designs that read their neighbours.
 
     Byte-code caches and hidden files are left out, so that importing a helper module next to the script
     does not look like a change.
@@ -171,7 +184,7 @@ def versions_on_disk(model_dir: Path, config: ModelConfig) -> list[VersionOnDisk
             path = model_file(entry, config)
             if path is None:
                 continue
-            if is_script(path, config):
+            if is_script(path, config) or is_fpga(path, config):  # both read files beside the model file
                 signature = _folder_signature(entry)
             else:
                 stat = path.stat()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from edgewise.runtime.scoring.metrics import ModelMetrics
+from edgewise.runtime.scoring.metrics import FPGA_CYCLES, ModelMetrics
+from edgewise.runtime.scoring.types import Parameters
 
 
 @dataclass(slots=True)
@@ -57,6 +58,12 @@ class ModelStats:
         if self.metrics is not None:
             self.metrics.batch_size.observe(batch_size)
             self.metrics.compute_seconds.observe((input_ns + infer_ns + output_ns) / 1e9)
+
+    def record_parameters(self, parameters: Parameters) -> None:
+        """Response parameters that have a metric of their own (an FPGA's clock cycles)."""
+        cycles = parameters.get(FPGA_CYCLES)
+        if self.metrics is not None and isinstance(cycles, int):
+            self.metrics.observe_fpga_cycles(cycles)
 
     def record_queue(self, ns: int) -> None:
         self.queue.add(ns)
