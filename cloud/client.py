@@ -414,8 +414,15 @@ class Client:
         requirements: Path | None = None,
         base: str | None = None,
         tags: Mapping[str, str] | None = None,
+        kind: str = "oci",
+        device: str | None = None,
+        parallelism: int | None = None,
+        calibration: Path | None = None,
     ) -> Activity:
         """Ask the service to build image `name` of a model version; answers the build's activity (queued).
+
+        `kind="fpga"` compiles the model for an FPGA `device` with `parallelism` multiply-accumulate units,
+        quantized with the `calibration` file (.npz with x and optional labels y, .npy or .csv), uploaded first.
 
         `score` is the scoring script (shipped as score.py), `requirements` a pip requirements file recorded with
         it, `base` an image to build on: `oci:DIR[:REF]` or a layout folder, `oci-archive:FILE[:REF]`, or
@@ -430,6 +437,17 @@ class Client:
             body["requirements"] = Path(requirements).read_text()
         if base is not None:
             body["base"] = {"manifest_digest": self._upload_base_image(base), "name": base}
+        if kind != "oci":
+            body["kind"] = kind
+            fpga: dict[str, Any] = {}
+            if device is not None:
+                fpga["device"] = device
+            if parallelism is not None:
+                fpga["parallelism"] = int(parallelism)
+            if calibration is not None:
+                path = Path(calibration)
+                fpga["calibration"] = self.upload_files({path.name: path})[0].to_dict()
+            body["fpga"] = fpga
         return _activity(self._json("POST", "images", json=body))
 
     def _upload_base_image(self, base: str) -> str:

@@ -14,18 +14,21 @@ import queue
 import shutil
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from edgewise.cloud.errors import InvalidInputError, NotFoundError, WorkspaceError
+from edgewise.cloud.fpga_images import ARTIFACT_TYPE, MODEL_CONFIG, FpgaOptions, compile_fpga
 from edgewise.cloud.images import oci
 from edgewise.cloud.images.builder import (
+    LABEL_IMAGE_KIND,
     BuiltImage,
     ModelImageSpec,
     StoreBlobs,
     build_model_image,
+    model_digest_of,
     model_files_from_entries,
 )
 from edgewise.cloud.images.layers import Source
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgewise.images")
 
 BUILD = "image-build"
+KINDS = ("oci", "fpga")
 INTERRUPTED = "the workspace service stopped while the activity was in flight"
 REQUIREMENTS_FILE = "requirements.txt"
 SCRIPT_FILE = "score.py"
@@ -58,6 +62,8 @@ class BuildRequest:
     base_manifest: str | None = None  # digest of the base image's manifest blob
     base_name: str | None = None  # how the user named the base image, recorded in the image
     tags: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "oci"  # oci | fpga
+    fpga: FpgaOptions | None = None  # for kind fpga; None: the defaults
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +110,13 @@ class ImageRegistry:
     def submit_build(self, request: BuildRequest) -> Activity:
         """Check what can be checked now and queue the build; answer its activity (queued)."""
         check_name("image", request.name)
+        if request.kind not in KINDS:
+            raise InvalidInputError(f"unknown image kind {request.kind!r}; use one of {', '.join(KINDS)}")
+        fpga = request.fpga or FpgaOptions()
+        if request.kind == "fpga":
+            fpga.check()
+            if request.scoring_files or request.requirements is not None or request.base_manifest is not None:
+                raise InvalidInputError("an FPGA image takes no scoring script, requirements or base image")
         model = self.store.get_model(request.model, request.model_version)
         for entry in request.scoring_files:
             if entry.path == REQUIREMENTS_FILE and request.requirements is not None:
@@ -111,6 +124,7 @@ class ImageRegistry:
         missing = self.blobs.missing(
             [entry.digest for entry in request.scoring_files]
             + ([request.base_manifest] if request.base_manifest else [])
+            + ([fpga.calibration.digest] if request.kind == "fpga" and fpga.calibration else [])
         )
         if missing:
             raise InvalidInputError(f"upload the blob {missing[0]} before building with it")
@@ -123,7 +137,10 @@ class ImageRegistry:
             "requirements": request.requirements is not None,
             "base": request.base_name or request.base_manifest,
             "tags": dict(request.tags),
+            "kind": request.kind,
         }
+        if request.kind == "fpga":
+            parameters["fpga"] = fpga.to_json()
         activity = self.store.create_activity(kind=BUILD, parameters=parameters)
         self._jobs.put(
             _Job(activity_id=activity.id, request=request, model_version=model.version, model_files=tuple(model.files))
@@ -170,6 +187,9 @@ class ImageRegistry:
             self.store.update_activity(activity_id, progress=progress, message=message)
 
         self.store.update_activity(activity_id, status=ActivityStatus.RUNNING, progress=0.02, message="starting")
+        if request.kind == "fpga":
+            self._build_fpga(job, step)
+            return
         step(0.05, "checking the scoring script")
         scoring = self._scoring_files(request)
         base = None
@@ -187,7 +207,12 @@ class ImageRegistry:
             base_name=request.base_name,
         )
         built = build_model_image(self.blobs, spec, base=base)
-        step(0.9, "recording the image")
+        self._record(job, built)
+
+    def _record(self, job: _Job, built: BuiltImage, *, details: Mapping[str, Any] | None = None) -> None:
+        request, activity_id = job.request, job.activity_id
+        base = request.base_name or request.base_manifest
+        self.store.update_activity(activity_id, progress=0.95, message="recording the image")
         image = self.store.register_image(
             name=request.name,
             manifest_digest=built.manifest_digest,
@@ -197,8 +222,10 @@ class ImageRegistry:
             models=[(request.model, job.model_version)],
             model_digest=built.model_digest,
             activity_id=activity_id,
-            base=request.base_name or (base.manifest_digest if base is not None else None),
+            base=base,
             tags=request.tags,
+            kind=request.kind,
+            details=details,
         )
         self.store.update_activity(
             activity_id,
@@ -206,6 +233,39 @@ class ImageRegistry:
             message=f"built image {image.ref} ({built.manifest_digest})",
             result=image.ref,
         )
+
+    def _build_fpga(self, job: _Job, step: Callable[[float, str], None]) -> None:
+        """Compile the model for the FPGA in a scratch folder, then package the version folder it wrote."""
+        request = job.request
+        ref = f"{request.model}:{job.model_version}"
+        scratch = Path(tempfile.mkdtemp(dir=self.data_dir / "tmp", prefix=f"fpga-{job.activity_id}-"))
+        try:
+            build = compile_fpga(
+                blobs=self.blobs,
+                model_files=job.model_files,
+                model_ref=ref,
+                model_name=request.model,
+                options=request.fpga or FpgaOptions(),
+                data_dir=self.data_dir,
+                scratch=scratch,
+                progress=lambda fraction, message: step(0.05 + 0.8 * fraction, message),
+            )
+            step(0.88, "writing the image layers")
+            spec = ModelImageSpec(
+                model_name=request.model,
+                model_version=job.model_version,
+                model_files=build.files,
+                model_digest=model_digest_of(job.model_files),
+                model_config=MODEL_CONFIG,
+                title=request.name,
+                artifact_type=ARTIFACT_TYPE,
+                labels={LABEL_IMAGE_KIND: "fpga"},
+                annotations=build.annotations,
+            )
+            built = build_model_image(self.blobs, spec)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self._record(job, built, details=build.details)
 
     def _scoring_files(self, request: BuildRequest) -> dict[str, Source]:
         """The scoring files as layer sources; Python files must compile (a syntax error names file and line)."""

@@ -17,6 +17,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from examples.fpga_demo import deploy_fpga_module
+
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = str(Path(sys.executable).with_name("edgewise-agent"))
 DEVICE = "demo-device"
@@ -105,6 +107,9 @@ def deploy_to_local_device(env: dict[str, str], work: Path, edgewise: Cli) -> No
             f"endpoints {json.dumps(entry['endpoints'])}"
         )
         _score(entry["endpoints"]["http"], entry["endpoints"]["grpc"])
+        print()
+        deploy_fpga_module(env, edgewise, DEVICE)
+        print()
         edgewise(env, "device", "show", DEVICE)
         _wait_telemetry(env, edgewise)
         edgewise(env, "telemetry", DEVICE, "--kind", "health", "--limit", "3")

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from examples.edge_demo import deploy_to_local_device
+from examples.fpga_demo import build_fpga_image
 
 ROOT = Path(__file__).resolve().parent.parent
 EDGEWISE = str(Path(sys.executable).with_name("edgewise"))
@@ -36,7 +37,8 @@ def workspace(data: Path) -> Iterator[dict[str, str]]:
             [EDGEWISE, "up", "--data", str(data), "--port", "0", "--mqtt-port", "0"],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # The FPGA tools' compiled WebAssembly outlives the demo's data directory, so re-runs start warm.
+            env={"EDGEWISE_FPGA_CACHE": str(data.parent / "fpga-cache"), **os.environ, "PYTHONUNBUFFERED": "1"},
         )
     try:
         url = _wait_live(log, service)
@@ -82,6 +84,8 @@ def package_image(env: dict[str, str], work: Path) -> None:
     if skopeo is not None:
         print(f"$ skopeo inspect oci-archive:{archive}")
         subprocess.run([skopeo, "inspect", f"oci-archive:{archive}"], check=True)
+    print()
+    build_fpga_image(env, work, edgewise)
 
 
 def train_and_register(work: Path, model_dir: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from edgewise.cloud.api.bodies import FileEntryBody
 from edgewise.cloud.api.deps import (
@@ -15,6 +15,7 @@ from edgewise.cloud.api.deps import (
     version_number,
     version_or_latest,
 )
+from edgewise.cloud.fpga_images import FpgaOptions
 from edgewise.cloud.image_registry import BuildRequest
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
@@ -27,6 +28,19 @@ class BaseImageBody(BaseModel):
     name: str | None = None
 
 
+class FpgaBody(BaseModel):
+    device: str = "up5k"
+    parallelism: int = Field(default=8, ge=1)
+    clock_mhz: float = Field(default=48.0, gt=0)
+    calibration: FileEntryBody | None = None  # uploaded first; None: the model's own calibration file
+
+    def options(self) -> FpgaOptions:
+        calibration = self.calibration.record() if self.calibration else None
+        return FpgaOptions(
+            device=self.device, parallelism=self.parallelism, clock_mhz=self.clock_mhz, calibration=calibration
+        )
+
+
 class BuildImageBody(BaseModel):
     name: str
     model: str
@@ -35,6 +49,8 @@ class BuildImageBody(BaseModel):
     requirements: str | None = None
     base: BaseImageBody | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+    kind: Literal["oci", "fpga"] = "oci"
+    fpga: FpgaBody | None = None
 
 
 @router.post("", status_code=202, summary="Build an image of a model version; answers the build's activity")
@@ -48,6 +64,8 @@ def build_image(body: BuildImageBody, workspace: WorkspaceDep) -> dict[str, Any]
         base_manifest=body.base.manifest_digest if body.base else None,
         base_name=body.base.name if body.base else None,
         tags=body.tags,
+        kind=body.kind,
+        fpga=body.fpga.options() if body.fpga else None,
     )
     return workspace.images.submit_build(request).to_dict()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,11 @@ app = typer.Typer(help="Image registry: OCI images of model versions and their s
 ImageArg = Annotated[str, typer.Argument(metavar="NAME[:VERSION]", help="image, latest version by default")]
 VersionedImageArg = Annotated[str, typer.Argument(metavar="NAME:VERSION", help="image version")]
 FORMATS = ("oci", "oci-archive", "docker-archive")
+
+
+class ImageKind(StrEnum):
+    OCI = "oci"
+    FPGA = "fpga"
 
 
 def _image_ref(text: str, *, require_version: bool = False) -> tuple[str, int | None]:
@@ -62,16 +68,36 @@ def build(
         ),
     ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="tag KEY=VALUE (repeatable)")] = None,
+    kind: Annotated[
+        ImageKind, typer.Option(help="oci: the scoring server on the CPU; fpga: the model compiled for an FPGA")
+    ] = ImageKind.OCI,
+    device: Annotated[str | None, typer.Option(help="FPGA device (--kind fpga; default up5k)")] = None,
+    parallelism: Annotated[
+        int | None, typer.Option(min=1, help="multiply-accumulate units on the FPGA (--kind fpga; default 8)")
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            help="calibration data for quantization (--kind fpga): .npz with x (and labels y for the accuracy "
+            "report), .npy or .csv; default: the model's own calibration.npz",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="print the build's activity id and return")] = False,
     output_format: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Build an OCI image of a model version, its scoring script and the scoring server's configuration."""
+    """Build an image of a model version: an OCI image of the scoring server, or an FPGA image (--kind fpga)."""
     ref = parse_model_ref(model, param="--model")
     tags = parse_pairs(tag, option="--tag")
+    fpga_only = {"--device": device, "--parallelism": parallelism, "--calibration": calibration}
+    if kind is ImageKind.OCI and any(value is not None for value in fpga_only.values()):
+        given = ", ".join(option for option, value in fpga_only.items() if value is not None)
+        raise typer.BadParameter(f"{given} only apply with --kind fpga")
     client = client_from(ctx)
     activity = client.build_image(
         name=name, model=ref.name, model_version=ref.version, score=score, requirements=requirements, base=base,
-        tags=tags,
+        tags=tags, kind=kind.value, device=device, parallelism=parallelism, calibration=calibration,
     )  # fmt: skip
     if no_wait:
         if output_format is OutputFormat.JSON:
@@ -140,6 +166,7 @@ def show(ctx: typer.Context, image: ImageArg, output_format: OutputOption = Outp
 
 def _image_fields(image: Image) -> list[tuple[str, str]]:
     return [
+        ("kind", image.kind),
         ("manifest", escape(image.manifest_digest)),
         ("config", escape(image.config_digest)),
         ("media type", escape(image.media_type)),
@@ -150,7 +177,30 @@ def _image_fields(image: Image) -> list[tuple[str, str]]:
         ("built by", escape(image.activity_id or "-")),
         ("created", output.when(image.created_at)),
         ("tags", escape(output.pairs(image.tags))),
+        *_fpga_fields(image.details),
     ]
+
+
+def _fpga_fields(details: dict[str, Any]) -> list[tuple[str, str]]:
+    """An FPGA image's build report: resources out of available, Fmax against the target, cycles, accuracy."""
+    if not details:
+        return []
+    fields: list[tuple[str, str]] = []
+    for name, pair in (details.get("resources") or {}).items():
+        used, available = pair
+        fields.append((escape(str(name)), f"{used} / {available} ({100 * used / max(available, 1):.0f}%)"))
+    if "fmax_mhz" in details:
+        fields.append(("Fmax", f"{details['fmax_mhz']:.1f} MHz (target {details.get('target_mhz', '?')} MHz)"))
+    if "cycles" in details:
+        fields.append(("cycles per inference", str(details["cycles"])))
+    accuracy = details.get("accuracy") or {}
+    if "integer_accuracy" in accuracy:
+        fields.append(
+            ("accuracy", f"{accuracy['integer_accuracy']:.4f} integer, {accuracy['float_accuracy']:.4f} float")
+        )
+    if "build" in details:
+        fields.append(("bitstream", escape(str(details["build"]))))
+    return fields
 
 
 @app.command("export")

@@ -30,6 +30,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LABEL_MODEL_NAME = "io.edgewise.model.name"
 LABEL_MODEL_VERSION = "io.edgewise.model.version"
 LABEL_MODEL_DIGEST = "io.edgewise.model.digest"
+LABEL_IMAGE_KIND = "io.edgewise.image.kind"  # "fpga" on FPGA images; the agent checks it against the module type
 
 BaseImage = oci.OciImage
 """What the builder stacks on: any source (layout, archive, registry) that yields a verified OciImage."""
@@ -56,6 +57,8 @@ class ModelImageSpec:
     source: str | None = None  # e.g. the git URL of the training code
     revision: str | None = None  # e.g. its commit
     base_name: str | None = None  # how the base image was named, recorded as an annotation
+    artifact_type: str | None = None  # the manifest's artifactType (OCI 1.1): what kind of module this image is
+    annotations: Mapping[str, str] = field(default_factory=dict)  # more manifest annotations
     architecture: str = "amd64"  # used only without a base image
     os: str = "linux"
     mtime: int = DEFAULT_MTIME
@@ -202,10 +205,12 @@ def build_model_image(store: BlobStore, spec: ModelImageSpec, *, base: BaseImage
         oci.BASE_DIGEST: base.manifest_digest if base is not None else None,
     }
     annotations.update({key: value for key, value in optional.items() if value})
+    annotations.update(spec.annotations)
     all_layers = (*base_layers, *(layer.descriptor for layer, _ in layers))
     manifest = {
         "schemaVersion": 2,
         "mediaType": oci.MANIFEST,
+        **({"artifactType": spec.artifact_type} if spec.artifact_type else {}),
         "config": config_descriptor.to_json(),
         "layers": [layer.to_json() for layer in all_layers],
         "annotations": annotations,
@@ -266,6 +271,15 @@ def _merge_env(base_env: object, overrides: Mapping[str, str], add_path: bool) -
 
 def _model_digest(files: Mapping[str, Source]) -> str:
     digests = {check_relpath(path, what="model file path"): _file_digest(source) for path, source in files.items()}
+    return _listing_digest(digests)
+
+
+def model_digest_of(files: Sequence[FileEntry]) -> str:
+    """A registered model version's digest as images record it: its file's, or its file listing's."""
+    return _listing_digest({entry.path: entry.digest for entry in files})
+
+
+def _listing_digest(digests: Mapping[str, str]) -> str:
     if len(digests) == 1:
         return next(iter(digests.values()))
     listing = [{"path": path, "digest": digest} for path, digest in sorted(digests.items())]
