@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before any test imports onnxruntime (see edgewise/__init__.py)
+
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
