@@ -1,11 +1,13 @@
 """Agent benchmark: idle memory, manifest-to-serving time with the image cached, and telemetry throughput
 through Mosquitto end to end, each beside a baseline measured in the same run on 127.0.0.1.
 
-1. Idle memory: RSS of a real `edgewise-agent` with an empty manifest applied (target <= 40 MB; users of IoT
-   Edge ask for its agent to stay under 100 MB).
+1. Idle memory: RSS of a real `edgewise-agent` (its whole process tree) with an empty manifest applied, before
+   any module ran (target <= 40 MB; users of IoT Edge ask for its agent to stay under 100 MB). No module
+   launcher runs then: the first module start starts one, and it stops a minute after the last module ended.
 2. Deployment: two model images are deployed once (pulled and unpacked), then manifests alternate between
    them; each round is timed from publishing the manifest to the new version answering an inference on the
-   module's public port (target <= 2 s). Baseline: a cold start of the same scoring server on the same model.
+   module's public port (target <= 2 s). The agent forks each version from its module launcher (started by the
+   first deployment). Baseline: a cold start of the same scoring server on the same model, as its own program.
 3. Telemetry: records appended to the agent's spool until a service-account subscriber has decoded them all
    (target >= 50,000 records/s). Baseline: QoS 1 with one record per message, waiting for each PUBACK.
 

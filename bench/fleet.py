@@ -6,9 +6,14 @@ each device with its own state directory, pulling from the workspace's own `/v2/
 
 1. Convergence: a warm-up deployment puts the image in every device's cache; after it is deleted, the timed
    deployment of the same image is created with `deploy create` semantics (`Client.create_deployment` with a
-   tag target) and each device is timed until it reports the module running with that image (targets: median
-   device <= 1 s, all 100 <= 10 s). Every device starts a real scoring server, so on a 2-core machine the
-   100-device figure is bound by starting 100 Python processes.
+   tag target) and each device is timed until its report says the module runs with that image (taken when the
+   report reaches the benchmark's broker subscriber; targets: median device <= 1 s, all 100 <= 10 s). Every
+   device starts a real scoring server. The agents run with a device's default settings (the simulators' are
+   shorter, for tests that watch faults), and fork the servers from a module launcher (one per process, shared
+   by the fleet's device identities as on a gateway; the warm-up deployment started it, as a device that runs
+   modules has one) in the sandbox the report names; `--no-launcher` starts each as its own program instead.
+   The report splits the CPU time of the timed window: the agents' process, the modules, the workspace
+   service with its broker, and the whole machine (other load included).
 2. Ingest: 10 devices' agents (their real spool, sender and link) each send records through the workspace's
    broker; timed until the store holds them all. Baseline in the same run: the same records through the same
    broker to a plain subscriber that stores nothing.
@@ -17,13 +22,16 @@ It only reports figures and never fails on them.
 
     .venv/bin/python bench/fleet.py            # 10 and 100 devices, 10 x 20,000 telemetry records
     .venv/bin/python bench/fleet.py --quick    # 5 and 20 devices, 10 x 2,000 records
+    .venv/bin/python bench/fleet.py --fleets 10 --sandbox none --no-launcher
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -43,7 +51,7 @@ from edgewise.runtime.agent.telemetry.spool import TelemetrySpool
 from edgewise.simulators import DeviceCredentials, DeviceSettings, FleetObserver, InProcessFleet
 
 from _agent_telemetry import record_data
-from _harness import idle_cores
+from _harness import CLOCK_TICKS, cpu_seconds, idle_cores
 from _tracking_common import model_file
 from _tracking_edgewise import start_service
 
@@ -69,6 +77,8 @@ def converge(
     registry: str,
     digest: str,
     timeout: float,
+    settings: DeviceSettings,
+    service_pid: int,
 ) -> dict[str, Any]:
     """Start `count` in-process agents, warm their image caches, then time one deployment to all of them."""
     group = f"b{count}"
@@ -84,7 +94,7 @@ def converge(
         workspace_key=client.manifest_key()["public_key"],
         work_dir=work / group,
         registry=registry,
-        settings=DeviceSettings(sandbox="auto"),
+        settings=settings,
     )
     fleet.start()
     try:
@@ -102,15 +112,17 @@ def converge(
             timeout=timeout,
             what="the warm-up module removed",
         )
-        done: dict[str, float] = {}
+        sandbox = (observer.snapshot(ids[0])[0] or {}).get("agent", {}).get("sandbox")
+        watch = f"timed-{group}"
+        observer.watch(watch, lambda doc: _running(doc, "timed", digest))
+        idle = idle_cores()
+        cpu = _CpuWindow(fleet, service_pid)
         start = time.monotonic()
         client.create_deployment(f"timed-{group}", image=IMAGE, target=target, module="timed")
-        deadline = start + timeout
-        while len(done) < count and time.monotonic() < deadline:
-            for device in ids:
-                if device not in done and _running(observer.snapshot(device)[0], "timed", digest):
-                    done[device] = time.monotonic() - start
-            time.sleep(0.01)
+        with contextlib.suppress(TimeoutError):  # reported below as fewer converged
+            observer.wait(lambda: len(observer.seen(watch, ids)) == count, timeout=timeout, what=watch)
+        seen = observer.seen(watch, ids)
+        cpu_report = cpu.close(observer, ids)
         report = client.get_deployment(f"timed-{group}")
         client.delete_deployment(f"timed-{group}")
         observer.wait(
@@ -120,15 +132,71 @@ def converge(
         )
     finally:
         fleet.close()
-    times = sorted(done.values())
+    times = sorted(t - start for t in seen.values())
     return {
         "devices": count,
         "converged": len(times),
         "median_device_s": round(statistics.median(times), 3) if times else None,
         "all_devices_s": round(times[-1], 3) if len(times) == count else None,
+        "sandbox": sandbox,
+        "module_start": "forked from the module launcher" if settings.launcher else "own program",
+        "agent_intervals_s": {"reconcile": settings.reconcile_interval, "health": settings.health_interval},
+        "idle_cores_before": idle,
+        "cpu_s": cpu_report,
         "deployment_counts": report.counts,
         "targets": {"median_device_s": 1.0, "all_100_s": 10.0},
     }
+
+
+class _CpuWindow:
+    """CPU seconds used from now until `close`: by this process (the agents, the observer), by the modules
+    (their own processes and the launcher), by the workspace service with its broker, by the whole machine."""
+
+    def __init__(self, fleet: InProcessFleet, service_pid: int) -> None:
+        self._fleet = fleet
+        self._service_pid = service_pid
+        self._launchers = self._launcher_cpu()
+        self._process = time.process_time()
+        self._service = cpu_seconds(service_pid)
+        self._machine = _machine_busy()
+        self._wall = time.monotonic()
+
+    def _launcher_cpu(self) -> float:
+        pool = self._fleet.launchers
+        return sum(_pid_cpu(launcher.pid) for launcher in pool.launchers()) if pool is not None else 0.0
+
+    def close(self, observer: FleetObserver, ids: list[str]) -> dict[str, float]:
+        wall = time.monotonic() - self._wall
+        modules = 0.0
+        for device in ids:
+            entry = ((observer.snapshot(device)[0] or {}).get("modules") or {}).get("timed") or {}
+            if isinstance(entry.get("pid"), int):
+                modules += _pid_cpu(entry["pid"])
+        return {
+            "window_s": round(wall, 2),
+            "agents_process": round(time.process_time() - self._process, 2),
+            "modules": round(modules + self._launcher_cpu() - self._launchers, 2),
+            "workspace_service_and_broker": round(cpu_seconds(self._service_pid) - self._service, 2),
+            "machine_busy": round(_machine_busy() - self._machine, 2),
+            "machine_capacity": round(wall * (os.cpu_count() or 1), 2),
+        }
+
+
+def _pid_cpu(pid: int | None) -> float:
+    """User+system CPU of one process so far."""
+    if pid is None:
+        return 0.0
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _machine_busy() -> float:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / CLOCK_TICKS
 
 
 async def _send(connection_text: str, work: Path, records: int) -> None:
@@ -202,7 +270,23 @@ def main() -> None:
     parser.add_argument("--fleets", default=None, help="comma-separated fleet sizes (default 10,100)")
     parser.add_argument("--records", type=int, default=None, help="telemetry records per ingest device")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds one deployment may take")
+    parser.add_argument("--sandbox", default="auto", choices=["auto", "bubblewrap", "none"])
+    parser.add_argument(
+        "--no-launcher", action="store_true", help="start every module as its own program, without a launcher"
+    )
     opts = parser.parse_args()
+    agent = AgentSettings()  # a device's own defaults, not the simulators' short test cycles
+    settings = DeviceSettings(
+        sandbox=opts.sandbox,
+        launcher=not opts.no_launcher,
+        keepalive=agent.keepalive,
+        reconnect_min=agent.reconnect_min,
+        reconnect_max=agent.reconnect_max,
+        reconcile_interval=agent.reconcile_interval,
+        health_interval=agent.health_interval,
+        restart_cooloff=agent.restart_cooloff,
+        stop_grace=agent.stop_grace,
+    )
     fleets = [int(n) for n in (opts.fleets or ("5,20" if opts.quick else "10,100")).split(",")]
     records = opts.records or (2_000 if opts.quick else 20_000)
     work = Path(tempfile.mkdtemp(prefix="ew-fleet-", dir="/tmp"))
@@ -230,6 +314,8 @@ def main() -> None:
                     registry=url,
                     digest=digest,
                     timeout=opts.timeout,
+                    settings=settings,
+                    service_pid=service.pid,
                 )
                 for n in fleets
             ]
@@ -259,7 +345,8 @@ def main() -> None:
     for fleet in report["convergence"]:
         print(
             f"{fleet['devices']:>4} devices: median {fleet['median_device_s']} s, "
-            f"all {fleet['all_devices_s']} s ({fleet['converged']} converged)",
+            f"all {fleet['all_devices_s']} s ({fleet['converged']} converged; sandbox {fleet['sandbox']}, "
+            f"{fleet['module_start']}; CPU s {fleet['cpu_s']})",
             file=sys.stderr,
         )
     ing = report["ingest"]

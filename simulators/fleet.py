@@ -13,6 +13,7 @@ stalled, delayed or throttled alone.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -25,6 +26,7 @@ from typing import Any, Self, TypeVar
 
 from edgewise.cloud.broker import BrokerManager
 from edgewise.runtime.agent.config import DEVICE_ID, AgentSettings
+from edgewise.runtime.agent.supervisor import is_running
 from edgewise.simulators._loop import LoopThread
 from edgewise.simulators.faults import LinkProxy, check_loopback
 
@@ -58,10 +60,16 @@ class DeviceSettings:
     stop_grace: float = 5.0
     sandbox: str = "auto"
     disk_budget_bytes: int = 1024**3
+    launcher: bool = True  # fork modules from a module launcher (one shared by an in-process fleet)
+    launcher_idle: float = 60.0
+    start_slots: int = 0  # modules starting at once, per launcher pool (0: two per CPU)
 
     def agent_settings(self, *, state_dir: Path) -> AgentSettings:
         return AgentSettings(
             state_dir=state_dir,
+            launcher=self.launcher,
+            launcher_idle=self.launcher_idle,
+            start_slots=self.start_slots,
             disk_budget_bytes=self.disk_budget_bytes,
             sandbox=self.sandbox,
             keepalive=self.keepalive,
@@ -87,11 +95,16 @@ class DeviceSettings:
             "health_interval": float(self.health_interval),
             "stop_grace": float(self.stop_grace),
             "restart_cooloff": float(self.restart_cooloff),
+            "launcher": self.launcher,
+            "launcher_idle": float(self.launcher_idle),
+            "start_slots": self.start_slots,
         }
         return "".join(f"{key} = {_toml(value)}\n" for key, value in values.items())
 
 
 def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return repr(value)
@@ -295,19 +308,36 @@ class Fleet(ABC):
 
 
 def kill_module_processes(state_dir: Path, *, wait: float = 10.0) -> list[int]:
-    """SIGKILL the process groups of every process whose command line names `state_dir` (the modules an agent
-    left running: they live in sessions of their own by design) and wait until they are gone. Returns the pids
-    found."""
-    found = _processes_naming(str(state_dir).encode())
+    """SIGKILL the process groups of every process whose command line names `state_dir` or that a module record
+    there names (the modules an agent left running: they live in sessions of their own by design) and wait until
+    they are gone. Returns the pids found."""
+    found = sorted(set(_processes_naming(str(state_dir).encode())) | set(_recorded_processes(state_dir)))
     for pid in found:
         with contextlib.suppress(OSError):
             os.killpg(os.getpgid(pid), signal.SIGKILL)
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + wait
-    while found and set(found) & set(_processes_naming(str(state_dir).encode())) and time.monotonic() < deadline:
+    while found and time.monotonic() < deadline:
+        left = set(_processes_naming(str(state_dir).encode())) | set(_recorded_processes(state_dir))
+        if not set(found) & left:
+            break
         time.sleep(0.05)
     return found
+
+
+def _recorded_processes(state_dir: Path) -> list[int]:
+    """The live processes the module records in `state_dir` name (checked by start time: pids are reused)."""
+    pids: list[int] = []
+    for path in state_dir.glob("modules/*/record.json"):
+        try:
+            record = json.loads(path.read_bytes())
+            pid, ticks = record.get("pid"), record.get("startTicks")
+            if isinstance(pid, int) and isinstance(ticks, int) and is_running(pid, ticks):
+                pids.append(pid)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return pids
 
 
 def _processes_naming(needle: bytes) -> list[int]:

@@ -1,8 +1,12 @@
-"""Many devices in one process: one `Agent` (the daemon's composition root) per device on one event loop.
+"""Many devices in one process: one `Agent` (the daemon's composition root) per device, on a few event loops.
 
 Each agent is built from its own `AgentConfig` and state folder and runs its real link, reconciler,
-supervisor and telemetry loops; only the interpreter and the event loop are shared. Image caches are not
-shared, because an agent keeps its images inside its own state folder. Stopping a device is the daemon's
+supervisor and telemetry loops; only the interpreter, an event loop thread (one per dozen devices, at most
+eight: a real device's agent has a loop of its own, and a single loop for a hundred agents would serialise
+the file writes each of them waits for) and the module launcher are shared (one
+launcher forks the modules of every device, as on a gateway hosting many device identities; its sandbox shows
+the fleet's work folder, and each module still sees only its own folders). Image caches are not shared,
+because an agent keeps its images inside its own state folder. Stopping a device is the daemon's
 clean stop (a last report, then "offline"); to take a device off the network use its link proxy.
 """
 
@@ -11,16 +15,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 
 from edgewise.runtime.agent.config import AgentConfig, parse_connection_string
 from edgewise.runtime.agent.daemon import Agent
+from edgewise.runtime.agent.drivers.forking import RootDir
+from edgewise.runtime.agent.launcher import LauncherPool
 from edgewise.simulators._loop import LoopThread
 from edgewise.simulators.fleet import Fleet
 
 log = logging.getLogger("edgewise.simulators.fleet")
 STOP_TIMEOUT = 30.0
+DEVICES_PER_LOOP = 12
+MAX_LOOPS = 8
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -38,12 +47,22 @@ class _Member:
 
 
 class InProcessFleet(Fleet):
-    """Agents of every device on one event loop thread (with an executor big enough for all their links)."""
+    """Agents of every device on a few event loop threads (each with an executor big enough for its links)."""
 
     def _prepare(self) -> None:
+        count = max(1, min(MAX_LOOPS, math.ceil(len(self.devices) / DEVICES_PER_LOOP)))
+        per_loop = math.ceil(len(self.devices) / count)
         # Each link hands its blocking connect and teardown to the default executor; a real device has one
-        # of its own, so the shared one gets a few threads per device rather than the usual handful.
-        self.loop = LoopThread(name="fleet-agents", workers=max(8, 2 * len(self.devices) + 4))
+        # of its own, so a shared one gets a few threads per device rather than the usual handful.
+        self.loops = [LoopThread(name=f"fleet-agents-{i}", workers=max(8, 2 * per_loop + 4)) for i in range(count)]
+        self._loop_of = {d.device_id: self.loops[i % count] for i, d in enumerate(self.devices)}
+        self.launchers: LauncherPool | None = None
+        if self.settings.launcher:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            roots = (RootDir(path=self.work_dir.absolute(), writable=True),)
+            self.launchers = LauncherPool(
+                roots=roots, idle_timeout=self.settings.launcher_idle, start_slots=self.settings.start_slots or None
+            )
         self._members: dict[str, _Member] = {}
         self.failures: dict[str, BaseException] = {}  # device → the error its agent stopped with
 
@@ -63,13 +82,20 @@ class InProcessFleet(Fleet):
             self.start_device(device_id)
 
     def _close_devices(self) -> None:
-        if self.loop.loop.is_closed():
+        if all(loop.loop.is_closed() for loop in self.loops):
             return
         try:
-            running = [d for d in self._members if self.running(d)]
-            self.loop.run(self._stop_many(running), timeout=STOP_TIMEOUT + 30)
+            stopping = []
+            for loop in self.loops:
+                running = [d for d in self._members if self._loop_of[d] is loop and self.running(d)]
+                stopping.append(asyncio.run_coroutine_threadsafe(self._stop_many(running), loop.loop))
+            for future in stopping:
+                future.result(STOP_TIMEOUT + 30)
         finally:
-            self.loop.close()
+            for loop in self.loops:
+                loop.close()
+            if self.launchers is not None:
+                self.launchers.close()
 
     def start_device(self, device_id: str) -> None:
         """Build a fresh `Agent` from the device's config and state folder and run it on the fleet's loop."""
@@ -77,10 +103,10 @@ class InProcessFleet(Fleet):
         if self.running(device_id):
             raise RuntimeError(f"the agent of {device_id} is running already")
         self.state_dir(device_id).mkdir(parents=True, exist_ok=True)
-        member = _Member(agent=Agent(config=self.config(device_id)))
+        member = _Member(agent=Agent(config=self.config(device_id), launchers=self.launchers))
         self._members[device_id] = member
         self.failures.pop(device_id, None)
-        self.loop.run(self._launch(device_id, member), timeout=30)
+        self._loop_of[device_id].run(self._launch(device_id, member), timeout=30)
 
     async def _launch(self, device_id: str, member: _Member) -> None:
         member.task = asyncio.create_task(member.agent.run(member.stop), name=f"agent-{device_id}")
@@ -96,7 +122,7 @@ class InProcessFleet(Fleet):
     def stop_device(self, device_id: str) -> None:
         self._check(device_id)
         if self.running(device_id):
-            self.loop.run(self._stop_many([device_id]), timeout=STOP_TIMEOUT + 10)
+            self._loop_of[device_id].run(self._stop_many([device_id]), timeout=STOP_TIMEOUT + 10)
 
     async def _stop_many(self, ids: list[str]) -> None:
         tasks = []

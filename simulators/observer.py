@@ -41,6 +41,8 @@ class FleetObserver:
         self.status: dict[str, str] = {}
         self.status_history: dict[str, list[str]] = {}
         self.applied_at: dict[tuple[str, int], float] = {}  # (device, version) → when first reported applied
+        self._watches: dict[str, Callable[[Document], bool]] = {}
+        self.seen_at: dict[tuple[str, str], float] = {}  # (watch, device) → when a report first matched it
         self.connects = 0
         self._subscribed = threading.Event()
         self._client = paho.Client(
@@ -99,6 +101,9 @@ class FleetObserver:
                     version = document.get("lastDesiredVersion")
                     if isinstance(version, int) and applied(document, version):
                         self.applied_at.setdefault((device, version), now)
+                    for watch, predicate in self._watches.items():
+                        if (watch, device) not in self.seen_at and predicate(document):
+                            self.seen_at[(watch, device)] = now
             elif name == "status":
                 text = payload.decode(errors="replace")
                 self.status[device] = text
@@ -122,6 +127,17 @@ class FleetObserver:
         return sent
 
     # -- reading and waiting ----------------------------------------------------------------------
+
+    def watch(self, name: str, predicate: Callable[[Document], bool]) -> None:
+        """From now on, record in `seen_at[(name, device)]` the monotonic time a report of each device first
+        satisfies `predicate` (evaluated as the report arrives, so the time does not depend on polling)."""
+        with self._cond:
+            self._watches[name] = predicate
+
+    def seen(self, name: str, devices: Iterable[str]) -> dict[str, float]:
+        """The devices whose reports matched watch `name` so far, with when."""
+        with self._cond:
+            return {d: self.seen_at[(name, d)] for d in devices if (name, d) in self.seen_at}
 
     def snapshot(self, device: str) -> tuple[Document | None, str | None]:
         with self._cond:

@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--restart-cooloff", type=float, help="restart back-off unit in seconds (doubles each time)")
     parser.add_argument("--reconcile-interval", type=float, help="seconds between periodic reconcile passes")
     parser.add_argument("--health-interval", type=float, help="seconds between module liveness probes")
+    parser.add_argument(
+        "--no-launcher",
+        action="store_true",
+        help="start every module as a program of its own instead of forking it from the module launcher",
+    )
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     return parser
 
@@ -50,6 +55,7 @@ def config_from_args(opts: argparse.Namespace) -> AgentConfig:
         "restart_cooloff": opts.restart_cooloff,
         "reconcile_interval": opts.reconcile_interval,
         "health_interval": opts.health_interval,
+        "launcher": False if opts.no_launcher else None,
     }
     for name in ("metrics_port", "disk_budget_bytes"):
         value = overrides[name]

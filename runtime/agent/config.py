@@ -74,6 +74,9 @@ class AgentSettings:
     health_interval: float = 5.0  # seconds between module liveness probes
     stop_grace: float = 10.0  # seconds a module gets between SIGTERM and SIGKILL
     restart_cooloff: float = 10.0  # the restart back-off unit, doubled per restart and capped at 300 s
+    launcher: bool = True  # fork modules from a process that imported the scoring server once (see launcher.py)
+    launcher_idle: float = 60.0  # seconds a launcher with no module running is kept
+    start_slots: int = 0  # modules that may be starting at once (0: two per CPU); see slots.StartSlots
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from edgewise.runtime.agent import handover
 from edgewise.runtime.agent.config import AgentConfig
 from edgewise.runtime.agent.drivers import choose_sandbox
+from edgewise.runtime.agent.drivers.forking import RootDir
 from edgewise.runtime.agent.executor import Executor
 from edgewise.runtime.agent.images import ImageStore, RegistryCredentials
+from edgewise.runtime.agent.launcher import LauncherPool
 from edgewise.runtime.agent.link.mqtt import Message, MqttLink
 from edgewise.runtime.agent.link.reporter import Reporter
 from edgewise.runtime.agent.link.topics import DeviceTopics
@@ -55,7 +57,9 @@ class _Telemetry:
 class Agent:
     """All parts of one running agent, wired together."""
 
-    def __init__(self, *, config: AgentConfig) -> None:
+    def __init__(self, *, config: AgentConfig, launchers: LauncherPool | None = None) -> None:
+        """`launchers`: a pool shared with other agents in this process (which then owns it); by default the
+        agent has its own, showing a sandboxed launcher its modules and images folders."""
         connection, settings = config.connection, config.settings
         self.config = config
         self.topics = DeviceTopics(connection.device_id)
@@ -71,7 +75,17 @@ class Agent:
             registry_url=connection.registry,
         )
         self.sandbox = choose_sandbox(settings.sandbox)
-        self.supervisor = Supervisor(sandbox=self.sandbox, stop_grace=settings.stop_grace)
+        self._own_launchers: LauncherPool | None = None
+        if launchers is None and settings.launcher:
+            roots = (
+                RootDir(path=self.state.modules_dir, writable=True),
+                RootDir(path=self.state.images_dir, writable=False),
+            )
+            launchers = self._own_launchers = LauncherPool(
+                roots=roots, idle_timeout=settings.launcher_idle, start_slots=settings.start_slots or None
+            )
+        self.launchers = launchers if settings.launcher else None
+        self.supervisor = Supervisor(sandbox=self.sandbox, stop_grace=settings.stop_grace, launchers=self.launchers)
         defaults = TelemetrySettings()
         self.telemetry = _Telemetry(settings=defaults)
         self.spool = TelemetrySpool(
@@ -160,6 +174,8 @@ class Agent:
                 await self.reporter.report(self.reconciler.reported_state())
         await self.link.stop()
         self.spool.close()
+        if self._own_launchers is not None:
+            await asyncio.to_thread(self._own_launchers.close)
         log.info("stopped; %d module(s) left running", len(self.reconciler.processes))
 
     # -- loops ------------------------------------------------------------------------------------

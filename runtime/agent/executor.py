@@ -185,6 +185,7 @@ class _Run:
             log_path=state.log_path(spec.name),
             sample_file=state.sample_file(spec.name),
             sample_rate=self.sample_rate,
+            module_type=spec.type.value,
         )
 
     async def start(self, command: StartModule) -> str | None:

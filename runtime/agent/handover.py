@@ -41,23 +41,24 @@ async def start_verified(*, supervisor: Supervisor, launch: LaunchSpec) -> Modul
     On any failure the new process is stopped and HealthCheckError says why (with the end of its log).
     """
     launch = dataclasses.replace(launch, defer_listen=True)
-    try:
-        proc = supervisor.start(launch)
-    except ModuleError as exc:
-        raise HealthCheckError(str(exc)) from None
-    try:
-        await wait_healthy(
-            launch.admin_dir,
-            timeout=launch.settings.startup_timeout,
-            warmup=launch.settings.warmup,
-            alive=lambda: supervisor.alive(proc),
-        )
-        await _open_public_ports(launch.admin_dir)
-    except BaseException as exc:
-        await supervisor.stop(proc)
-        if isinstance(exc, HealthCheckError):
-            raise HealthCheckError(_with_log(str(exc), launch)) from None
-        raise
+    async with supervisor.start_slot():
+        try:
+            proc = await supervisor.spawn(launch)
+        except ModuleError as exc:
+            raise HealthCheckError(str(exc)) from None
+        try:
+            await wait_healthy(
+                launch.admin_dir,
+                timeout=launch.settings.startup_timeout,
+                warmup=launch.settings.warmup,
+                alive=lambda: supervisor.alive(proc),
+            )
+            await _open_public_ports(launch.admin_dir)
+        except BaseException as exc:
+            await supervisor.stop(proc)
+            if isinstance(exc, HealthCheckError):
+                raise HealthCheckError(_with_log(str(exc), launch)) from None
+            raise
     return proc
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ from urllib.parse import quote
 from edgewise.runtime.agent import unixhttp
 from edgewise.runtime.agent.errors import HealthCheckError
 
+_POLL_FIRST = 0.01  # seconds before the second probe of a starting module; doubled up to _POLL
 _POLL = 0.1  # seconds between probes while waiting for a module
+_MAX_CHANNELS = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,17 +49,64 @@ async def admin_call(
     return await asyncio.to_thread(admin_request, admin_dir, method, path, body=body, timeout=timeout)
 
 
+class _Channels:
+    """One gRPC channel per admin socket (that is, per module generation), reused by every probe of it: a new
+    channel per probe costs about ten times the health call itself. Channels belong to the event loop that
+    made them; `release` closes one when its generation stops."""
+
+    def __init__(self) -> None:
+        self._open: dict[Path, tuple[asyncio.AbstractEventLoop, Any]] = {}
+        self._lock = threading.Lock()  # agents on several event loops of one process share this
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def get(self, admin_dir: Path) -> Any:
+        # grpc costs the agent about 13 MB: it is loaded on the first probe of a module, never by an idle agent
+        import grpc
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._open.get(admin_dir)
+            if entry is not None and entry[0] is loop:
+                return entry[1]
+            stale = None
+            if len(self._open) >= _MAX_CHANNELS:  # generations whose stop was never seen (e.g. a crashed test)
+                stale = self._take(next(iter(self._open)), loop)
+            channel = grpc.aio.insecure_channel(f"unix:{admin_dir / 'grpc.sock'}")
+            self._open[admin_dir] = (loop, channel)
+        if stale is not None:
+            self._closing.add(task := loop.create_task(stale.close()))
+            task.add_done_callback(self._closing.discard)
+        return channel
+
+    async def release(self, admin_dir: Path) -> None:
+        with self._lock:
+            channel = self._take(admin_dir, asyncio.get_running_loop())
+        if channel is not None:
+            await channel.close()
+
+    def _take(self, admin_dir: Path, loop: asyncio.AbstractEventLoop) -> Any:
+        """Forget a channel; return it if it can be closed on `loop` (one of a finished loop is just let go)."""
+        entry = self._open.pop(admin_dir, None)
+        return entry[1] if entry is not None and entry[0] is loop else None
+
+
+_channels = _Channels()
+
+
+async def release(admin_dir: Path) -> None:
+    """Close the probes' channel to a module generation that stopped."""
+    await _channels.release(admin_dir)
+
+
 async def _grpc_serving(admin_dir: Path, timeout: float) -> tuple[bool, str]:
-    # grpc costs the agent about 13 MB: it is loaded on the first probe of a module, never by an idle agent
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    async with grpc.aio.insecure_channel(f"unix:{admin_dir / 'grpc.sock'}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            return False, f"gRPC health: {exc.code().name} {exc.details() or ''}".strip()
+    stub = health_pb2_grpc.HealthStub(_channels.get(admin_dir))
+    try:
+        answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        return False, f"gRPC health: {exc.code().name} {exc.details() or ''}".strip()
     serving = answer.status == health_pb2.HealthCheckResponse.SERVING
     return serving, "gRPC serving" if serving else "gRPC not serving"
 
@@ -95,6 +145,7 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
     """
     deadline = time.monotonic() + timeout
     last = "no answer yet"
+    pause = _POLL_FIRST
     while True:
         if not alive():
             raise HealthCheckError(f"the module exited before it became healthy (last probe: {last})")
@@ -109,7 +160,8 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
             last = "a model is still loading"
         else:
             last = result.detail
-        await asyncio.sleep(_POLL)
+        await asyncio.sleep(pause)
+        pause = min(_POLL, pause * 2)
     if warmup:
         for name in models:
             if not alive():

@@ -8,6 +8,10 @@ With a sandbox the process the agent starts is the wrapper (bwrap), and the scor
 in another session and pid namespace. The pid the agent records, reports and signals is the server's own:
 killing the wrapper alone would leave the server serving as an orphan, while the server's exit ends its
 namespace and the wrappers with it. The wrapper is kept only to reap it and to read the exit code it passes on.
+
+With a launcher pool (`launcher.py`), `spawn` forks the module from a launcher instead of starting a program:
+the module is then the launcher's child, in a session of its own, with no wrapper; the launcher reports its
+exit status. Either way the agent tracks, signals and adopts it by pid and start time alike.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+from edgewise.runtime.agent import health
 from edgewise.runtime.agent.drivers.base import WRAPPER_COMMANDS, LaunchSpec, Sandbox
 from edgewise.runtime.agent.errors import ModuleError
+from edgewise.runtime.agent.launcher import LaunchedProcess, LauncherError, LauncherPool
 
 _POLL = 0.05  # seconds between checks while a module stops
 _KILL_WAIT = 5.0  # seconds to wait for the kernel to finish off killed processes
@@ -127,22 +134,50 @@ def _exit_code(returncode: int) -> int:
 
 
 class Supervisor:
-    def __init__(self, *, sandbox: Sandbox, stop_grace: float) -> None:
+    def __init__(self, *, sandbox: Sandbox, stop_grace: float, launchers: LauncherPool | None = None) -> None:
         self.sandbox = sandbox
         self.stop_grace = stop_grace
-        self._children: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}  # pid -> (start ticks, process)
+        self.launchers = launchers
+        # pid -> (start ticks, process): the program started (or its sandbox's wrapper), or the forked module
+        self._children: dict[int, tuple[int, subprocess.Popen[bytes] | LaunchedProcess]] = {}
         self._lock = threading.Lock()
+
+    def start_slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold while a module starts: with a launcher pool, starts take turns (see `slots.StartSlots`)."""
+        if self.launchers is None:
+            return contextlib.nullcontext()
+        return self.launchers.slots.slot()
+
+    async def spawn(self, launch: LaunchSpec) -> ModuleProcess:
+        """Start the module: forked from a launcher when the pool can, else as its own program (`start`)."""
+        plan = self.launchers.plan(self.sandbox, launch) if self.launchers is not None else None
+        if plan is None or self.launchers is None:
+            return await asyncio.to_thread(self.start, launch)
+        spec, fork = plan
+        started_at = time.time()
+        with self._open_log(launch, started_at, via="launcher") as log:
+            try:
+                launched = await self.launchers.spawn(self.sandbox, spec, fork, log.fileno())
+            except LauncherError as exc:
+                log.write(f"edgewise-agent: {exc}; starting it as its own program\n".encode())
+                launched = None
+        if launched is None:
+            return await asyncio.to_thread(self.start, launch)
+        with self._lock:
+            self._children[launched.pid] = (launched.start_ticks, launched)
+        return ModuleProcess(
+            pid=launched.pid,
+            start_ticks=launched.start_ticks,
+            started_at=started_at,
+            generation=launch.generation,
+            admin_dir=launch.admin_dir,
+        )
 
     def start(self, launch: LaunchSpec) -> ModuleProcess:
         """Start the module in its sandbox, in a session of its own, appending its output to its log. Blocking."""
         command = self.sandbox.command(launch)
-        for directory in (launch.data_dir, launch.admin_dir, launch.log_path.parent):
-            directory.mkdir(parents=True, exist_ok=True)
         started_at = time.time()
-        with launch.log_path.open("ab") as log:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at))
-            log.write(f"--- {stamp} edgewise-agent: starting {launch.module} generation {launch.generation}\n".encode())
-            log.flush()
+        with self._open_log(launch, started_at) as log:
             try:
                 process = subprocess.Popen(
                     command.argv,
@@ -185,6 +220,13 @@ class Supervisor:
         child = self._child(proc)
         if child is None:
             return (not is_running(proc.pid, proc.start_ticks), None)
+        if isinstance(child, LaunchedProcess):
+            known, code = child.reported()
+            if code is None and is_running(proc.pid, proc.start_ticks):
+                return (False, None)  # (its launcher may be gone: the module still runs)
+            if not known:
+                _, code = child.wait(1.0)  # gone: the launcher reaps it and reports within moments
+            return (True, _exit_code(code) if code is not None else None)
         code = child.poll()
         if child.pid != proc.pid and code is None and not is_running(proc.pid, proc.start_ticks):
             # the server is gone; its wrappers follow within moments and pass its exit code on
@@ -218,11 +260,25 @@ class Supervisor:
                     os.killpg(root.pid, signal.SIGKILL)
             if not await self._wait_gone(proc, members, _KILL_WAIT):
                 raise ModuleError(f"module process {proc.pid} did not stop even after SIGKILL")
+        await health.release(proc.admin_dir)
         return self.exit_status(proc)[1]
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _child(self, proc: ModuleProcess) -> subprocess.Popen[bytes] | None:
+    @staticmethod
+    def _open_log(launch: LaunchSpec, started_at: float, *, via: str = "") -> BinaryIO:
+        """The module's log, open for appending, with the line that marks this start written."""
+        for directory in (launch.data_dir, launch.admin_dir, launch.log_path.parent):
+            directory.mkdir(parents=True, exist_ok=True)
+        log = launch.log_path.open("ab")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at))
+        how = f" ({via})" if via else ""
+        line = f"--- {stamp} edgewise-agent: starting {launch.module} generation {launch.generation}{how}\n"
+        log.write(line.encode())
+        log.flush()
+        return log
+
+    def _child(self, proc: ModuleProcess) -> subprocess.Popen[bytes] | LaunchedProcess | None:
         with self._lock:
             entry = self._children.get(proc.pid)
         if entry is None or entry[0] != proc.start_ticks:

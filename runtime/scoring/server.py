@@ -234,7 +234,8 @@ class ScoringServer:
     async def _serve_http(
         self, app: Starlette | _CloseWhenDraining, sock: socket.socket, grpc_server: grpc.aio.Server
     ) -> _Listeners:
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        # ws="none": the API has no websocket routes, and loading a websocket implementation costs every start
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", ws="none")
         http = _HttpServer(config)
         task = asyncio.create_task(http.serve(sockets=[sock]))
         while not http.started and not task.done():
@@ -326,6 +327,22 @@ class ScoringServer:
                 await asyncio.wait({stop}, timeout=self.settings.poll_interval)
         finally:
             stop.cancel()
+
+
+def preload() -> None:
+    """Import what a start imports lazily (the ONNX backend, uvicorn's protocol and lifespan classes), creating
+    no thread, channel, server or session: for a process that forks servers, so that each one starts warm."""
+    import importlib
+
+    from edgewise.runtime.scoring import cli  # noqa: F401
+
+    for name in (
+        "edgewise.runtime.scoring.backends.onnx",
+        *(target.split(":")[0] for target in (uvicorn.config.HTTP_PROTOCOLS["auto"], uvicorn.config.LIFESPAN["off"])),
+        "uvicorn.protocols.http.h11_impl",
+        "uvicorn.protocols.http.httptools_impl",
+    ):
+        importlib.import_module(name)
 
 
 async def run_server(settings: ServerSettings) -> None:

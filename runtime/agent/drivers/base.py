@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+from edgewise.runtime.agent.drivers.forking import ForkSpec, LauncherCommand, LauncherSpec, RootDir
 from edgewise.runtime.agent.errors import ModuleError
 from edgewise.runtime.agent.model import ModuleSettings
 
@@ -24,6 +25,8 @@ DATA_DIR = PurePosixPath("/var/lib/edgewise/data")
 MODULE_CONFIG = PurePosixPath("/etc/edgewise/module.json")
 # Processes of a sandbox's own plumbing: they follow the module out, so stop signals go to the module first.
 WRAPPER_COMMANDS = frozenset({"bwrap"})
+# What an image holds, from its config's labels: "oci" (the default) or "fpga" (a design for the FPGA backend).
+IMAGE_KIND_LABEL = "io.edgewise.image.kind"
 
 # Options the agent sets itself; the image's values (if any) are dropped.
 _OWNED_WITH_VALUE = frozenset(
@@ -48,6 +51,7 @@ class LaunchSpec:
     sample_file: Path | None = None
     sample_rate: float = 0.0
     defer_listen: bool = False  # open the public ports only on POST /v2/admin/listen (a verified start)
+    module_type: str = "oci"  # the manifest's `type`: it must match the kind of image
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +69,14 @@ class Sandbox(Protocol):
     def argv(self, launch: LaunchSpec) -> list[str]: ...
 
     def command(self, launch: LaunchSpec) -> Command: ...
+
+    def fork_plan(self, launch: LaunchSpec, *, roots: tuple[RootDir, ...]) -> tuple[LauncherSpec, ForkSpec] | None:
+        """How to fork the module from a launcher whose sandbox shows `roots`; None when it cannot be."""
+        ...
+
+    def launcher_command(self, spec: LauncherSpec, *, control_fd: int) -> LauncherCommand:
+        """The launcher process for `spec`, talking to the agent over `control_fd`."""
+        ...
 
 
 def scoring_executable() -> list[str]:
@@ -107,12 +119,29 @@ def strip_owned_options(args: list[str]) -> list[str]:
     return kept
 
 
+def check_image_kind(launch: LaunchSpec) -> None:
+    """A module of `type: fpga` runs an FPGA image and nothing else, and the other way round."""
+    labels = launch.image_config.get("Labels") or {}
+    kind = str(labels.get(IMAGE_KIND_LABEL, "oci")) if isinstance(labels, dict) else "oci"
+    if kind != launch.module_type:
+        raise ModuleError(
+            f"module {launch.module!r} has type {launch.module_type!r} but its image is an {kind} image; "
+            f"deploy it as a module of type {kind!r}"
+        )
+
+
 def score_argv(launch: LaunchSpec, *, path_in_image: Callable[[str], str], sample_file: str | None) -> list[str]:
     """The module's command line; `path_in_image` maps an absolute path of the image to where the process sees it."""
+    return [*scoring_executable(), *score_args(launch, path_in_image=path_in_image, sample_file=sample_file)]
+
+
+def score_args(launch: LaunchSpec, *, path_in_image: Callable[[str], str], sample_file: str | None) -> list[str]:
+    """The scoring server's arguments (after its program name), as `score_argv` gives them."""
+    check_image_kind(launch)
     args = strip_owned_options(image_command(launch.image_config)[1:])
     translated = [_translate_arg(arg, path_in_image) for arg in args]
     s = launch.settings
-    argv = [*scoring_executable(), *translated, "--host", s.host, "--http-port", str(s.http_port)]
+    argv = [*translated, "--host", s.host, "--http-port", str(s.http_port)]
     argv += ["--grpc-port", str(s.grpc_port), "--admin-socket-dir", str(launch.admin_dir)]
     if s.metrics:
         argv.append("--metrics")
@@ -142,9 +171,14 @@ def under(path: str | PurePosixPath, root: PurePosixPath) -> PurePosixPath | Non
     return None
 
 
+# onnxruntime's builds send usage telemetry to Microsoft unless this is set: a device talks to its workspace only
+# (an image or a manifest may still set it to 0).
+MODULE_ENV_DEFAULTS = {"ORT_DISABLE_TELEMETRY": "1"}
+
+
 def module_env(launch: LaunchSpec, *, home: str, path: str) -> dict[str, str]:
     """A clean environment: the image's Env, then the manifest's env, with PATH and HOME set by the agent."""
-    env = {"PATH": path, "HOME": home, "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
+    env = {"PATH": path, "HOME": home, "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", **MODULE_ENV_DEFAULTS}
     for item in launch.image_config.get("Env") or []:
         key, sep, value = str(item).partition("=")
         if sep and key not in ("PATH", "HOME"):

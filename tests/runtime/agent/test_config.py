@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from edgewise.runtime.agent.cli import build_parser, config_from_args
 from edgewise.runtime.agent.config import load_config, parse_connection_string
 from edgewise.runtime.agent.errors import ConfigError
 from edgewise.runtime.agent.signing import key_id, public_key_text
@@ -60,3 +61,15 @@ def test_unknown_config_keys_are_refused(tmp_path: Path) -> None:
     path.write_text(f'connection_string = "Broker=mqtt://h;DeviceId=d;Secret=s;WorkspaceKey={KEY}"\nstate = "x"\n')
     with pytest.raises(ConfigError, match="state"):
         load_config(config_file=path)
+
+
+def test_the_module_launcher_is_on_unless_turned_off(tmp_path: Path) -> None:
+    text = f"Broker=mqtt://h;DeviceId=d;Secret=s;WorkspaceKey={KEY}"
+    assert load_config(connection_string=text).settings.launcher is True
+    path = tmp_path / "agent.toml"
+    path.write_text(f'connection_string = "{text}"\nlauncher = false\nlauncher_idle = 5.0\n')
+    settings = load_config(config_file=path).settings
+    assert settings.launcher is False and settings.launcher_idle == 5.0
+    opts = build_parser().parse_args(["--connection-string", text, "--no-launcher"])
+    assert config_from_args(opts).settings.launcher is False
+    assert config_from_args(build_parser().parse_args(["--connection-string", text])).settings.launcher is True
