@@ -32,7 +32,10 @@ def _calibration(work: Path) -> Path:
 
 def build_fpga_image(env: dict[str, str], work: Path, edgewise: Cli) -> None:
     """`edgewise image build --kind fpga`: quantize, simulate, synthesize, place and route, pack."""
-    print("(the first FPGA build compiles the YoWASP tools' WebAssembly once; later builds take seconds)")
+    print(
+        "(the first FPGA build compiles the YoWASP tools' WebAssembly once and places and routes a template for this "
+        "model's shape, a minute or two; retrained models of the same shape are patched into it in seconds)"
+    )
     edgewise(
         env, "image", "build", "--kind", "fpga", "--model", MODEL, "--name", IMAGE, "--parallelism", "8",
         "--calibration", str(_calibration(work)),

@@ -24,6 +24,9 @@ VersionedImageArg = Annotated[str, typer.Argument(metavar="NAME:VERSION", help="
 FORMATS = ("oci", "oci-archive", "docker-archive")
 
 
+MAIN_RESOURCES = ("ICESTORM_LC", "ICESTORM_RAM", "ICESTORM_DSP")
+
+
 class ImageKind(StrEnum):
     OCI = "oci"
     FPGA = "fpga"
@@ -188,6 +191,8 @@ def _fpga_fields(details: dict[str, Any]) -> list[tuple[str, str]]:
     fields: list[tuple[str, str]] = []
     for name, pair in (details.get("resources") or {}).items():
         used, available = pair
+        if not used and name not in MAIN_RESOURCES:
+            continue  # the UP5K's I2C, SPI, LED drivers and the like, unused by the design
         fields.append((escape(str(name)), f"{used} / {available} ({100 * used / max(available, 1):.0f}%)"))
     if "fmax_mhz" in details:
         fields.append(("Fmax", f"{details['fmax_mhz']:.1f} MHz (target {details.get('target_mhz', '?')} MHz)"))
