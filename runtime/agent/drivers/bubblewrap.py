@@ -158,6 +158,13 @@ class BubblewrapSandbox:
         config_file = str(config) if config.is_file() else None
         if any(inside(b.source, roots) is None for b in binds):
             return None
+        # A module gets a fresh /tmp: the agent's interpreter or an editable source tree living there must come
+        # back, or what the launcher did not import already (e.g. a backend loaded on demand) would be missing.
+        binds += [
+            Bind(source=str(path), target=str(path), writable=False)
+            for path in python_paths()
+            if under(str(path), PurePosixPath("/tmp")) is not None
+        ]
         args = self._score_args(launch, sample_arg)
         env = module_env(launch, home=str(DATA_DIR), path=agent_bin_path())
         fork = ForkSpec(

@@ -178,7 +178,11 @@ def test_a_run_completes_with_outputs_logs_and_its_environment(harness: Harness)
     recorded = json.loads(harness.artifact(run_id, "outputs/env.json"))
     assert recorded["argv"] == ["--epochs", "5"]
     assert recorded["cwd"] == str((harness.data_dir / "runs" / run_id / "work").resolve())
+    # what the service's own environment holds (e.g. CI's EDGEWISE_FPGA_CACHE) reaches the script as it is
+    ours = [k for k in os.environ if k.startswith("EDGEWISE_") and not k.startswith("EDGEWISE_TEST_")]
+    inherited = {k: os.environ[k] for k in ours}
     assert recorded["env"] == {
+        **inherited,
         "EDGEWISE_URL": "http://127.0.0.1:9",
         "EDGEWISE_TOKEN": "test-token",
         "EDGEWISE_RUN_ID": run_id,
