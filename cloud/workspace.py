@@ -31,6 +31,7 @@ from edgewise.cloud.store.records import (
     RunStatus,
 )
 from edgewise.cloud.store.sql import SqlStore
+from edgewise.cloud.store.sql_metrics import MetricItem
 
 if TYPE_CHECKING:
     from edgewise.cloud.deployments.controller import DeploymentController
@@ -196,6 +197,10 @@ class Workspace:
     def log_metrics(self, run_id: str, points: Sequence[MetricPoint]) -> None:
         self.store.log_metrics(run_id, points)
 
+    def log_metric_items(self, run_id: str, items: Sequence[MetricItem]) -> None:
+        """Points as the API decodes them: (name, kind, value, step, timestamp, payload) tuples."""
+        self.store.log_metric_items(run_id, items)
+
     def get_metrics(self, run_id: str, name: str | None = None) -> list[MetricPoint]:
         return self.store.get_metrics(run_id, name)
 
@@ -274,6 +279,16 @@ class Workspace:
         if run_id is not None:
             if files:
                 raise InvalidInputError("give either a run and a path, or files, not both")
+            if convert is None:  # the common case: one transaction finds the run's files and registers them
+                return self.store.register_run_model(
+                    name=name,
+                    run_id=run_id,
+                    path=_model_path(path),
+                    describe=self._describe,
+                    description=description,
+                    tags=dict(tags or {}),
+                    properties=dict(properties or {}),
+                )
             model_files_ = self._run_model_files(run_id, path)  # the store fills in the run's experiment
         elif files:
             if path is not None:
@@ -300,10 +315,11 @@ class Workspace:
             properties=props,
         )
 
+    def _describe(self, files: list[FileEntry]) -> tuple[str, str | None]:
+        return model_files.describe(files, self.blobs.path)
+
     def _run_model_files(self, run_id: str, path: str | None) -> list[FileEntry]:
-        if not path:
-            raise InvalidInputError("give the path of the model in the run's files, e.g. outputs/model.onnx")
-        wanted = check_relpath(path, what="model path")
+        wanted = _model_path(path)
         base = PurePosixPath(wanted).parent
         found = [
             a for a in self.store.list_artifacts(run_id, wanted) if a.path == wanted or a.path.startswith(wanted + "/")
@@ -357,6 +373,12 @@ class Workspace:
 
     def model_references(self, name: str, version: int) -> list[ModelReference]:
         return self.store.list_model_references(name, version)
+
+
+def _model_path(path: str | None) -> str:
+    if not path:
+        raise InvalidInputError("give the path of the model in the run's files, e.g. outputs/model.onnx")
+    return check_relpath(path, what="model path")
 
 
 def _checked_entry(entry: FileEntry, *, what: str) -> FileEntry:

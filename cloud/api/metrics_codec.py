@@ -8,27 +8,33 @@ from typing import Any
 
 import orjson
 from edgewise.cloud.errors import InvalidInputError
-from edgewise.cloud.store.records import MetricKind, MetricPoint
+from edgewise.cloud.store.sql_metrics import MetricItem
 
-_KINDS = {kind.value: kind for kind in MetricKind}
+_SHAPE = 'the metrics body must be {"points": [{"name", "timestamp", "value", ...}]}'
 
 
-def decode_points(raw: bytes) -> list[MetricPoint]:
-    """`{"points": [MetricPoint, ...]}` → records; the first bad point fails the batch with its index."""
+def decode_items(raw: bytes) -> list[MetricItem]:
+    """`{"points": [MetricPoint, ...]}` → (name, kind, value, step, timestamp, payload) tuples for the store,
+    which checks every value (and names the index of the first bad point); here only the shape is checked."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidInputError(f"the metrics body is not valid JSON: {exc}") from exc
-    points = body.get("points") if isinstance(body, dict) else None
-    if not isinstance(points, list):
-        raise InvalidInputError('the metrics body must be {"points": [{"name", "timestamp", "value", ...}]}')
-    decoded = []
-    for index, point in enumerate(points):
-        try:
-            decoded.append(_point(point))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidInputError(f"points[{index}]: {exc}") from None
-    return decoded
+    points = body.get("points") if body.__class__ is dict else None
+    if points.__class__ is not list:
+        raise InvalidInputError(_SHAPE)
+    items: list[MetricItem] = []
+    append = items.append
+    try:
+        for point in points:
+            get = point.get
+            name, timestamp = point["name"], point["timestamp"]
+            append((name, get("kind", "scalar"), get("value"), get("step"), timestamp, get("payload")))
+    except KeyError as exc:  # the failing point is the one after the last appended
+        raise InvalidInputError(f"points[{len(items)}]: a point needs {exc.args[0]!r}") from None
+    except (AttributeError, TypeError):
+        raise InvalidInputError(f"points[{len(items)}]: a point is an object; {_SHAPE}") from None
+    return items
 
 
 def encode_rows(rows: Sequence[tuple[Any, ...]]) -> bytes:
@@ -50,30 +56,3 @@ def encode_rows(rows: Sequence[tuple[Any, ...]]) -> bytes:
             ]
         }
     )
-
-
-def _point(data: Any) -> MetricPoint:
-    if not isinstance(data, dict):
-        raise TypeError("a point is an object")
-    name = data["name"]
-    if not isinstance(name, str) or not name:
-        raise ValueError("name must be a non-empty string")
-    timestamp = data["timestamp"]
-    if not _is_number(timestamp):
-        raise TypeError("timestamp must be a number (seconds since the epoch)")
-    value = data.get("value")
-    if value is not None and not _is_number(value):
-        raise TypeError(f"value of {name!r} must be a number or null")
-    step = data.get("step")
-    if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
-        raise TypeError(f"step of {name!r} must be an integer or null")
-    kind = data.get("kind", "scalar")
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {', '.join(_KINDS)}")
-    return MetricPoint.checked(
-        name=name, timestamp=float(timestamp), value=value, step=step, kind=_KINDS[kind], payload=data.get("payload")
-    )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

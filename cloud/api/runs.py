@@ -13,7 +13,7 @@ from edgewise.cloud.api.bodies import (
     TagsBody,
 )
 from edgewise.cloud.api.deps import PageSize, PageToken, WorkspaceDep, page_json
-from edgewise.cloud.api.metrics_codec import decode_points, encode_rows
+from edgewise.cloud.api.metrics_codec import decode_items, encode_rows
 from edgewise.cloud.store.records import RunStatus
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
@@ -92,8 +92,8 @@ def set_run_tags(run_id: str, body: TagsBody, workspace: WorkspaceDep) -> dict[s
     },
 )
 async def log_metrics(run_id: str, request: Request, workspace: WorkspaceDep) -> Response:
-    points = decode_points(await request.body())
-    await run_in_threadpool(workspace.log_metrics, run_id, points)
+    items = decode_items(await request.body())
+    await run_in_threadpool(workspace.log_metric_items, run_id, items)
     return Response(status_code=204)
 
 

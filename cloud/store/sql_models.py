@@ -1,15 +1,17 @@
 """The model registry part of `SqlStore`: versions, tags, search and the references that guard deletion.
 
-Versions count from 1 per model name. The counter lives in the model's `registered_models` row and is bumped
-with UPDATE ... RETURNING in the transaction that inserts the version: concurrent registrations (threads,
-processes, several services on one PostgreSQL) queue on that row and each gets the next number. Numbers of
-deleted versions are never handed out again.
+Versions count from 1 per model name. The counter lives in the model's `registered_models` row and is created
+or bumped by one INSERT ... ON CONFLICT DO UPDATE ... RETURNING in the transaction that inserts the version:
+concurrent registrations (threads, processes, several services on one PostgreSQL) queue on that row and each
+gets the next number. Numbers of deleted versions are never handed out again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,12 +20,10 @@ from edgewise.cloud.names import check_name
 from edgewise.cloud.store.database import Database, check_page_size, decode_page_token, encode_page_token
 from edgewise.cloud.store.records import FileEntry, ModelReference, ModelVersion, Page
 from edgewise.cloud.store.schema import (
-    experiments,
     model_references,
     model_tags,
     model_versions,
     registered_models,
-    runs,
 )
 from edgewise.cloud.store.values import (
     check_files,
@@ -45,12 +45,72 @@ _VERSION_SELECT = sa.select(model_versions, registered_models.c.name.label("mode
 
 @dataclass(frozen=True)
 class _RegisterStatements:
-    """Built once per store: registrations then only bind values (building statements cost more than running them)."""
+    """Driver-level SQL of a registration, built once per store: the statements are few and simple, and running
+    them through SQLAlchemy's compiled-statement machinery cost more than SQLite took to execute them."""
 
-    run_experiment: Any
-    ensure_model: Any
-    bump_version: Any
-    insert_version: Any
+    run_experiment: str
+    run_files: str
+    run_outputs: str
+    bump_version: str
+    insert_version: str
+    insert_tag: str
+
+    @classmethod
+    def build(cls, dialect: sa.Dialect) -> _RegisterStatements:
+        q = dialect.identifier_preparer.quote
+        m = "?" if dialect.paramstyle == "qmark" else "%s"
+
+        def insert(table: str, columns: Sequence[str]) -> str:
+            names, markers = ", ".join(q(c) for c in columns), ", ".join([m] * len(columns))
+            return f"INSERT INTO {q(table)} ({names}) VALUES ({markers})"
+
+        path = q("path")
+        return cls(
+            run_experiment=f"SELECT e.{q('name')} FROM {q('runs')} r JOIN {q('experiments')} e "
+            f"ON e.{q('id')} = r.{q('experiment_id')} WHERE r.{q('id')} = {m}",
+            # The file, or the files under the folder (LIKE, not a range: PostgreSQL's collation may not order
+            # by bytes; SQLite's LIKE ignores case, so the caller keeps exact matches only).
+            run_files=f"SELECT {path}, {q('digest')}, {q('size')} FROM {q('artifacts')} WHERE {q('run_id')} = {m} "
+            f"AND ({path} = {m} OR {path} LIKE {m} ESCAPE '!') ORDER BY {path}",
+            run_outputs=f"SELECT {path} FROM {q('artifacts')} WHERE {q('run_id')} = {m} "
+            f"AND {path} LIKE {m} ORDER BY {path} LIMIT 10",
+            # One statement creates the model on first use or bumps its counter; the row lock it takes queues
+            # concurrent registrations of the same name, so each gets the next number.
+            bump_version=insert("registered_models", ("name", "last_version", "created_at"))
+            + f" ON CONFLICT ({q('name')}) DO UPDATE SET {q('last_version')} = "
+            f"{q('registered_models')}.{q('last_version')} + 1 RETURNING {q('id')}, {q('last_version')}",
+            insert_version=insert("model_versions", _VERSION_COLUMNS) + f" RETURNING {q('id')}",
+            insert_tag=insert("model_tags", ("version_id", "key", "value")),
+        )
+
+
+_VERSION_COLUMNS = (
+    "model_id",
+    "version",
+    "created_at",
+    "format",
+    "framework",
+    "description",
+    "files",
+    "run_id",
+    "experiment",
+    "properties",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _NewVersion:
+    """A checked version, ready to insert."""
+
+    name: str
+    files: list[FileEntry]
+    format: str
+    framework: str | None
+    run_id: str | None
+    experiment: str | None
+    description: str | None
+    tags: dict[str, str]
+    properties: dict[str, str]
 
 
 class SqlModelRegistry:
@@ -59,17 +119,7 @@ class SqlModelRegistry:
 
     def _register_statements(self) -> _RegisterStatements:
         if self._register_cache is None:
-            self._register_cache = _RegisterStatements(
-                run_experiment=sa.select(experiments.c.name)
-                .join(runs, runs.c.experiment_id == experiments.c.id)
-                .where(runs.c.id == sa.bindparam("run_id")),
-                ensure_model=self._db.insert(registered_models).on_conflict_do_nothing(index_elements=["name"]),
-                bump_version=sa.update(registered_models)
-                .where(registered_models.c.name == sa.bindparam("model_name"))
-                .values(last_version=registered_models.c.last_version + 1)
-                .returning(registered_models.c.id, registered_models.c.last_version),
-                insert_version=model_versions.insert().returning(model_versions.c.id),
-            )
+            self._register_cache = _RegisterStatements.build(self._db.engine.dialect)
         return self._register_cache
 
     def register_model(
@@ -93,49 +143,79 @@ class SqlModelRegistry:
         checked_tags = check_tags(tags)
         props = check_tags(properties, kind="property name")
         check_key("model format", format)
-        stamp = now()
-        statements = self._register_statements()
-        with self._db.write() as conn:
+        sql = self._register_statements()
+        with self._db.write() as conn, _cursor(conn) as cursor:
             if run_id is not None:
-                row = conn.execute(statements.run_experiment, {"run_id": run_id}).first()
+                row = cursor.execute(sql.run_experiment, (run_id,)).fetchone()
                 if row is None:
                     raise NotFoundError(f"no run {run_id!r} to register model {name!r} from")
-                experiment = experiment or str(row.name)
-            conn.execute(statements.ensure_model, {"name": name, "last_version": 0, "created_at": stamp})
-            model_id, version = conn.execute(statements.bump_version, {"model_name": name}).one()
-            version_id = conn.execute(
-                statements.insert_version,
-                {
-                    "model_id": model_id,
-                    "version": version,
-                    "created_at": stamp,
-                    "format": format,
-                    "framework": framework,
-                    "description": description,
-                    "files": dumps([f.to_dict() for f in checked_files], what="the model files"),
-                    "run_id": run_id,
-                    "experiment": experiment,
-                    "properties": dumps(props, what="the model properties"),
-                },
-            ).scalar_one()
-            if checked_tags:
-                conn.execute(
-                    model_tags.insert(),
-                    [{"version_id": version_id, "key": k, "value": v} for k, v in checked_tags.items()],
-                )
-        return ModelVersion(
-            name=name,
-            version=int(version),
-            created_at=stamp,
-            format=format,
-            framework=framework,
-            description=description,
-            files=checked_files,
-            run_id=run_id,
-            experiment=experiment,
-            tags=checked_tags,
-            properties=props,
-        )
+                experiment = experiment or str(row[0])
+            new = _NewVersion(
+                name=name,
+                files=checked_files,
+                format=format,
+                framework=framework,
+                run_id=run_id,
+                experiment=experiment,
+                description=description,
+                tags=checked_tags,
+                properties=props,
+            )
+            return _insert_version(cursor, sql, new)
+
+    def register_run_model(
+        self,
+        *,
+        name: str,
+        run_id: str,
+        path: str,
+        describe: Callable[[list[FileEntry]], tuple[str, str | None]],
+        description: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        properties: Mapping[str, str] | None = None,
+    ) -> ModelVersion:
+        """Register the file or folder `path` (a checked relative path) of a run's files as the next version of
+        `name`: finding the files and inserting the version share one transaction, the cost of a registration
+        being mostly the transactions it opens. `describe(files)` gives the (format, framework) to record."""
+        check_name("model", name)
+        checked_tags = check_tags(tags)
+        props = check_tags(properties, kind="property name")
+        base = PurePosixPath(path).parent
+        sql = self._register_statements()
+        with self._db.write() as conn, _cursor(conn) as cursor:
+            row = cursor.execute(sql.run_experiment, (run_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no run {run_id!r} to register model {name!r} from")
+            folder = path + "/"
+            pattern = "".join("!" + c if c in "!%_" else c for c in folder) + "%"
+            found = [
+                row
+                for row in cursor.execute(sql.run_files, (run_id, path, pattern)).fetchall()
+                if row[0] == path or row[0].startswith(folder)
+            ]
+            if not found:
+                rows = cursor.execute(sql.run_outputs, (run_id, "outputs/%")).fetchall()
+                outputs = [str(r[0]) for r in rows if str(r[0]).startswith("outputs/")]
+                hint = f"; its outputs are: {', '.join(outputs)}" if outputs else "; it has no outputs"
+                raise NotFoundError(f"run {run_id} has no file or folder {path!r}{hint}")
+            files = [
+                FileEntry(path=str(PurePosixPath(found_path).relative_to(base)), digest=digest, size=int(size))
+                for found_path, digest, size in found
+            ]
+            format, framework = describe(files)
+            check_key("model format", format)
+            new = _NewVersion(
+                name=name,
+                files=check_files(files, what="model file"),
+                format=format,
+                framework=framework,
+                run_id=run_id,
+                experiment=str(row[0]),
+                description=description,
+                tags=checked_tags,
+                properties=props,
+            )
+            return _insert_version(cursor, sql, new)
 
     def get_model(self, name: str, version: int | None = None) -> ModelVersion:
         """One version of a model; the newest when `version` is None."""
@@ -273,6 +353,40 @@ class SqlModelRegistry:
             ).scalars()
             raise no_such_version("model", name, version, versions)
         return int(row.id)
+
+
+def _insert_version(cursor: Any, sql: _RegisterStatements, new: _NewVersion) -> ModelVersion:
+    stamp = now()
+    model_id, version = cursor.execute(sql.bump_version, (new.name, 1, stamp)).fetchone()
+    files = dumps([f.to_dict() for f in new.files], what="the model files")
+    properties = dumps(new.properties, what="the model properties")
+    values = (model_id, version, stamp, new.format, new.framework, new.description, files, new.run_id)
+    (version_id,) = cursor.execute(sql.insert_version, (*values, new.experiment, properties)).fetchone()
+    if new.tags:
+        cursor.executemany(sql.insert_tag, [(version_id, k, v) for k, v in new.tags.items()])
+    return ModelVersion(
+        name=new.name,
+        version=int(version),
+        created_at=stamp,
+        format=new.format,
+        framework=new.framework,
+        description=new.description,
+        files=new.files,
+        run_id=new.run_id,
+        experiment=new.experiment,
+        tags=new.tags,
+        properties=new.properties,
+    )
+
+
+@contextmanager
+def _cursor(conn: sa.Connection) -> Iterator[Any]:
+    """A DB-API cursor in the connection's transaction."""
+    cursor = conn.connection.cursor()
+    try:
+        yield cursor
+    finally:
+        cursor.close()
 
 
 def _version_records(conn: sa.Connection, rows: Sequence[sa.Row[Any]]) -> list[ModelVersion]:

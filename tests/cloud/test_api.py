@@ -34,12 +34,20 @@ def upload(http: httpx.Client, data: bytes) -> str:
 def test_health_needs_no_token_and_everything_else_does(workspace: WorkspaceProcess) -> None:
     with httpx.Client(base_url=workspace.url, trust_env=False) as anonymous:
         assert anonymous.get(f"{API}/health").json()["status"] == "ok"
-        for method, path in [("GET", "/experiments"), ("GET", "/runs"), ("GET", "/models"), ("POST", "/blobs/missing")]:
+        for method, path in [
+            ("GET", "/experiments"),
+            ("GET", "/runs"),
+            ("GET", "/models"),
+            ("POST", "/models"),
+            ("POST", "/blobs/missing"),
+        ]:
             response = anonymous.request(method, API + path, json={"digests": []})
             assert response.status_code == 401, (method, path)
             assert response.json()["error"]["code"] == "unauthenticated"
             assert "EDGEWISE_TOKEN" in response.json()["error"]["message"]
         wrong = anonymous.get(f"{API}/models", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        wrong = anonymous.post(f"{API}/models", json={"name": "m"}, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
 
 
@@ -60,7 +68,10 @@ def test_openapi_schema_documents_every_route(workspace: WorkspaceProcess) -> No
         "/experiments",
     ]:
         assert API + path in paths, path
-    assert "requestBody" in paths[f"{API}/models"]["post"]
+    register = paths[f"{API}/models"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(register["required"]) == {"name"}
+    files = register["properties"]["files"]["anyOf"][0]["items"]["$ref"]
+    assert schema["components"]["schemas"][files.rsplit("/", 1)[-1]]["required"] == ["path", "digest", "size"]
 
 
 def test_blob_upload_is_content_addressed(http: httpx.Client, workspace: WorkspaceProcess) -> None:
@@ -118,6 +129,8 @@ def test_models_register_from_files_version_up_and_page(http: httpx.Client) -> N
         ({"name": "ok-name", "files": [{"path": "/etc/x", "digest": "sha256:" + "0" * 64, "size": 1}]}, "unsafe_path"),
         ({"name": "ok-name", "files": [{"path": "x", "digest": "sha256:" + "0" * 64, "size": 1}]}, "invalid_input"),
         ({"name": "ok-name", "run_id": "0000000000000000", "path": "outputs/model.onnx"}, "not_found"),
+        ({"name": "ok-name", "tags": ["a"]}, "invalid_input"),
+        ({"files": []}, "invalid_input"),
     ],
 )
 def test_bad_registrations_get_clear_errors(http: httpx.Client, body: dict[str, object], code: str) -> None:
@@ -125,6 +138,11 @@ def test_bad_registrations_get_clear_errors(http: httpx.Client, body: dict[str, 
     assert response.json()["error"]["code"] == code, response.text
     assert response.status_code in (400, 404)
     assert http.get(f"{API}/models", params={"name": "ok-name"}).json()["items"] == []
+
+
+def test_a_registration_body_that_is_not_json_is_400(http: httpx.Client) -> None:
+    response = http.post(f"{API}/models", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_input"
 
 
 def test_unknown_things_are_404_with_a_message(http: httpx.Client) -> None:

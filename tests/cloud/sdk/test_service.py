@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from edgewise.cloud.client import Client
 from edgewise.cloud.errors import AuthenticationError, InvalidInputError, NotFoundError
-from edgewise.cloud.store.records import MetricKind, RunSpec, RunStatus
+from edgewise.cloud.store.records import MetricKind, MetricPoint, RunSpec, RunStatus
 
 from tests.cloud.service import WorkspaceProcess
 from tests.support import wait_until
@@ -104,6 +105,9 @@ def test_a_submitted_script_logs_points_files_tags_and_a_child(workspace: Worksp
         assert len(loss) == 10_000
         assert [p.step for p in loss] == list(range(10_000))
         assert loss[-1].value == pytest.approx(1.0 / 10_000)
+        assert loss[0] == MetricPoint(name="loss", value=1.0, step=0, timestamp=loss[0].timestamp)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            loss[0].value = 2.0  # type: ignore[misc]
         (summary,) = client.get_metrics(run_id, "summary")
         assert summary.kind == MetricKind.ROW and summary.payload == {"best": 0.5}
         assert run.tags.get("stage") == "done"
