@@ -328,12 +328,6 @@ class SqlStore(SqlMetrics, SqlModelRegistry, SqlImages, SqlActivities, SqlDevice
             require_run(conn, run_id)
             return [_artifact_record(r._mapping) for r in conn.execute(stmt)]
 
-    def artifacts_under(self, run_id: str, path: str) -> list[Artifact]:
-        """The file `path` of a run, or every file in the folder `path`; [] for an unknown run or path."""
-        with self._db.read() as conn:
-            rows = conn.execute(_ARTIFACTS_UNDER, {"run_id": run_id, "exact": path, "lo": path + "/", "hi": path + "0"})
-            return [_artifact_record(r._mapping) for r in rows]
-
     def get_artifact(self, run_id: str, path: str) -> Artifact:
         with self._db.read() as conn:
             require_run(conn, run_id)
@@ -343,20 +337,6 @@ class SqlStore(SqlMetrics, SqlModelRegistry, SqlImages, SqlActivities, SqlDevice
         if row is None:
             raise NotFoundError(f"run {run_id} has no file {path!r}")
         return _artifact_record(row._mapping)
-
-
-# Folder contents as a range ("0" sorts right after "/"), so the statement is built once and uses the index.
-_ARTIFACTS_UNDER = (
-    sa.select(artifacts)
-    .where(
-        artifacts.c.run_id == sa.bindparam("run_id"),
-        sa.or_(
-            artifacts.c.path == sa.bindparam("exact"),
-            sa.and_(artifacts.c.path > sa.bindparam("lo"), artifacts.c.path < sa.bindparam("hi")),
-        ),
-    )
-    .order_by(artifacts.c.path)
-)
 
 
 def _page(items: list[Any], offset: int, size: int) -> Page[Any]:

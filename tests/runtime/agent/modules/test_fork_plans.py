@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from edgewise.runtime.agent.drivers import BubblewrapSandbox, PlainSandbox
+from edgewise.runtime.agent.drivers.bubblewrap import python_paths
 from edgewise.runtime.agent.drivers.forking import ARGS_FD, ForkSpec, LauncherSpec, RootDir
 from edgewise.runtime.agent.errors import ModuleError
 from edgewise.runtime.agent.launcher import LauncherPool
@@ -53,11 +54,14 @@ def test_a_bubblewrap_fork_binds_what_the_command_binds(make_launch: LaunchFacto
     iso = fork.isolation
     assert iso is not None and iso.hostname == "iris" and iso.cover == tuple(str(r.path) for r in roots)
     binds = {(b.source, b.target, b.writable) for b in iso.binds}
+    # the agent's interpreter and source tree come back at their own paths when a fresh /tmp would hide them
+    under_tmp = {(str(p), str(p), False) for p in python_paths() if str(p).startswith("/tmp/")}
     assert binds == {
         (str(launch.rootfs), "/image", False),
         (str(launch.rootfs / "var/lib/edgewise/models"), "/var/lib/edgewise/models", False),
         (str(launch.data_dir), "/var/lib/edgewise/data", True),
         (str(launch.admin_dir), str(launch.admin_dir), True),
+        *under_tmp,
     }
     assert iso.config_file == str(launch.rootfs / "etc/edgewise/module.json")
     assert spec.roots == roots and ForkSpec.from_json(fork.to_json()) == fork
