@@ -10,7 +10,6 @@ The FPGA toolchain is an optional extra (`edgewise[fpga]`), imported only when s
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -85,11 +84,6 @@ def calibration_file(model_files: Sequence[FileEntry], options: FpgaOptions, mod
     )
 
 
-def toolchain_cache(data_dir: Path) -> Path:
-    """The YoWASP caches live in the data directory, unless EDGEWISE_FPGA_CACHE names a shared one."""
-    return Path(os.environ.get("EDGEWISE_FPGA_CACHE") or data_dir / "fpga" / "toolchain")
-
-
 @dataclass(frozen=True, kw_only=True)
 class FpgaBuild:
     files: dict[str, Source]  # the model version folder, relative path -> file
@@ -112,7 +106,7 @@ def compile_fpga(
     try:
         from edgewise.fpga.compiler import CompileOptions, compile_model
         from edgewise.fpga.errors import FpgaError
-        from edgewise.fpga.toolchain import Toolchain
+        from edgewise.fpga.toolchain import Toolchain, default_cache_dir
     except ImportError as exc:
         raise InvalidInputError(
             f"this workspace cannot build FPGA images: the FPGA toolchain is not installed ({exc}); "
@@ -134,7 +128,8 @@ def compile_fpga(
                 clock_hz=options.clock_mhz * 1e6,
             ),
             calibration=calibration_path,
-            toolchain=Toolchain(toolchain_cache(data_dir)),
+            # the YoWASP caches live in the data directory, unless EDGEWISE_FPGA_CACHE names a shared one
+            toolchain=Toolchain(default_cache_dir(data_dir / "fpga" / "toolchain")),
             out_dir=out,
             workdir=scratch / "work",
             templates=data_dir / "fpga" / "templates",

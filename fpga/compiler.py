@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from edgewise.fpga.accuracy import evaluate
 from edgewise.fpga.calibration import Samples, load_samples, split
 from edgewise.fpga.frontend import read_onnx
@@ -193,7 +192,3 @@ def _write_descriptor(out_dir: Path, model: IntegerModel, options: CompileOption
     }
     (out_dir / DESCRIPTOR).write_text(json.dumps(descriptor, indent=2) + "\n")
 
-
-def reference_outputs(model: IntegerModel, x: np.ndarray) -> np.ndarray:
-    """The dequantized last-layer values the FPGA returns for float inputs `x` (before the head)."""
-    return model.dequantize_output(model.forward(model.quantize_input(x)))

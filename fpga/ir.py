@@ -102,8 +102,23 @@ def _check_input_transform(model: FloatModel | IntegerModel, error: type[FpgaErr
         object.__setattr__(model, name, vector)
 
 
+class _LayerChain:
+    """The input and output widths of a chain of layers (dense or integer)."""
+
+    __slots__ = ()
+    layers: tuple[DenseLayer, ...] | tuple[IntLayer, ...]
+
+    @property
+    def in_features(self) -> int:
+        return self.layers[0].shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.layers[-1].shape[0]
+
+
 @dataclass(frozen=True, slots=True)
-class FloatModel:
+class FloatModel(_LayerChain):
     """The dense chain of an ONNX model, the input transform before it and the head that follows it."""
 
     input_name: str
@@ -114,14 +129,6 @@ class FloatModel:
 
     def __post_init__(self) -> None:
         _check_input_transform(self, UnsupportedModelError)
-
-    @property
-    def in_features(self) -> int:
-        return self.layers[0].shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.layers[-1].shape[0]
 
     def transform_input(self, x: np.ndarray) -> np.ndarray:
         """What the first layer reads: the input after the input transform, float64 (N, in_features)."""
@@ -153,7 +160,7 @@ class IntLayer:
 
 
 @dataclass(frozen=True, slots=True)
-class IntegerModel:
+class IntegerModel(_LayerChain):
     """The quantized model; see the module docstring for its arithmetic."""
 
     input_name: str
@@ -176,14 +183,6 @@ class IntegerModel:
             if layer.requantize == (index == len(self.layers) - 1):
                 raise QuantizationError("every layer but the last requantizes to int8; the last emits int32")
         _check_input_transform(self, QuantizationError)
-
-    @property
-    def in_features(self) -> int:
-        return self.layers[0].shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.layers[-1].shape[0]
 
     @property
     def architecture(self) -> tuple[tuple[int, int, bool], ...]:

