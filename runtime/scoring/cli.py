@@ -35,6 +35,10 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
     parser.add_argument(
         "--defer-listen", action="store_true", help="open the public ports on POST /v2/admin/listen (admin socket)"
     )
+    parser.add_argument(
+        "--grpc-engine", default="auto", choices=["auto", "native", "grpcio"],
+        help="gRPC transport: native (libnghttp2, compiled on first use), grpcio, or auto (native when it builds)",
+    )
     parser.add_argument("--sample-file", type=Path, help="append sampled inputs and outputs here as JSON lines")
     parser.add_argument("--sample-rate", type=float, default=0.0, help="fraction of inferences to sample (0-1)")
     parser.add_argument("--sample-file-max-bytes", type=int, default=16 * 1024 * 1024)
@@ -59,17 +63,32 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
         intra_op_threads=opts.intra_op_threads,
         admin_socket_dir=opts.admin_socket_dir,
         defer_listen=opts.defer_listen,
+        grpc_engine=opts.grpc_engine,
         sample_file=opts.sample_file,
         sample_rate=opts.sample_rate,
         sample_file_max_bytes=opts.sample_file_max_bytes,
     )
 
 
+def new_event_loop(grpc_engine: str) -> asyncio.AbstractEventLoop:
+    """uvloop when installed and gRPC runs on the native transport (grpc.aio keeps asyncio's own loop)."""
+    from edgewise.runtime.scoring.h2grpc import native
+
+    if grpc_engine != "grpcio" and native.available() is None:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def main(argv: list[str] | None = None) -> None:
     from edgewise.runtime.scoring.server import run_server
 
     settings = parse_args(argv)
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop(settings.grpc_engine)
     try:
         loop.run_until_complete(run_server(settings))
     finally:

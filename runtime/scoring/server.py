@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import uvicorn
 from edgewise.runtime.scoring.backends import load_backend
 from edgewise.runtime.scoring.dataplane import DataPlane
+from edgewise.runtime.scoring.h2grpc import native
 from edgewise.runtime.scoring.metrics import ServerMetrics
-from edgewise.runtime.scoring.protocol.grpc_api import build_grpc_server, set_serving
+from edgewise.runtime.scoring.protocol.grpc_api import GrpcServer, build_grpc_server, set_serving, transport_name
 from edgewise.runtime.scoring.protocol.rest_api import build_rest_app
 from edgewise.runtime.scoring.registry import ModelRegistry
 from edgewise.runtime.scoring.settings import ServerSettings
@@ -150,7 +150,7 @@ class _Listeners:
     http: _HttpServer
     task: asyncio.Task[None]
     sock: socket.socket
-    grpc: grpc.aio.Server
+    grpc: GrpcServer
 
 
 class ScoringServer:
@@ -213,6 +213,7 @@ class ScoringServer:
             port=s.grpc_port,
             max_message_bytes=s.max_message_bytes,
             health_servicer=self._health,
+            engine=s.grpc_engine,
         )
         await grpc_server.start()
         try:
@@ -227,7 +228,10 @@ class ScoringServer:
         self._public_app = app
         listeners = await self._serve_http(app, sock, grpc_server)
         self._ports = (http_port, grpc_port)
-        log.info("edgewise-score live: gRPC on %s:%d, HTTP on %s:%d", s.host, grpc_port, s.host, http_port)
+        log.info(
+            "edgewise-score live: gRPC on %s:%d, HTTP on %s:%d (gRPC transport: %s)",
+            s.host, grpc_port, s.host, http_port, transport_name(grpc_server),
+        )  # fmt: skip
         return listeners
 
     async def _start_admin(self, directory: Path) -> _Listeners:
@@ -245,6 +249,7 @@ class ScoringServer:
             listen_tcp=False,
             unix_socket=grpc_path,
             health_servicer=self._health,
+            engine=s.grpc_engine,
         )
         await grpc_server.start()
         try:
@@ -261,7 +266,7 @@ class ScoringServer:
         return await self._serve_http(app, sock, grpc_server)
 
     async def _serve_http(
-        self, app: Starlette | _CloseWhenDraining, sock: socket.socket, grpc_server: grpc.aio.Server
+        self, app: Starlette | _CloseWhenDraining, sock: socket.socket, grpc_server: GrpcServer
     ) -> _Listeners:
         # ws="none": the API has no websocket routes, and loading a websocket implementation costs every start
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", ws="none")
@@ -365,6 +370,7 @@ def preload() -> None:
 
     from edgewise.runtime.scoring import cli  # noqa: F401
 
+    native.available()  # load the compiled gRPC transport now: every forked server shares it
     for name in (
         "edgewise.runtime.scoring.backends.onnx",
         *(target.split(":")[0] for target in (uvicorn.config.HTTP_PROTOCOLS["auto"], uvicorn.config.LIFESPAN["off"])),

@@ -17,6 +17,8 @@ class ServerSettings:
     strict_readiness: bool = False
     max_message_bytes: int = 64 * 1024 * 1024
     intra_op_threads: int = 0  # onnxruntime threads per model; 0 lets it choose
+    # "native": HTTP/2 and gRPC framing in C (libnghttp2); "grpcio": grpc.aio; "auto": native when it builds
+    grpc_engine: str = "auto"
     grace_period: float = 5.0  # seconds in-flight requests get on shutdown
     # A private listener for the agent: HTTP on DIR/http.sock and gRPC on DIR/grpc.sock reach this process
     # alone, even while another version shares the public ports (SO_REUSEPORT).

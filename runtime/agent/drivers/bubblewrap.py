@@ -42,6 +42,7 @@ from edgewise.runtime.agent.drivers.base import (
     module_env,
     score_args,
     scoring_executable,
+    transport_library,
     under,
 )
 from edgewise.runtime.agent.drivers.forking import (
@@ -135,6 +136,7 @@ class BubblewrapSandbox:
         args += ["--bind", str(launch.data_dir), str(DATA_DIR)]
         args += ["--bind", str(launch.admin_dir), str(launch.admin_dir)]
         args += sample_binds
+        args += _transport_binds()
         args += ["--chdir", str(DATA_DIR), "--", *inner]
         env = module_env(launch, home=str(DATA_DIR), path=agent_bin_path())
         return Command(argv=args, env=env, cwd=Path(launch.data_dir))
@@ -192,6 +194,7 @@ class BubblewrapSandbox:
         layout += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
         for path in python_paths():
             layout += ["--ro-bind", str(path), str(path)]
+        layout += _transport_binds()
         for target in (IMAGE_MOUNT, MODELS_DIR, DATA_DIR):
             layout += ["--dir", str(target)]
         for root in spec.roots:
@@ -266,6 +269,12 @@ class BubblewrapSandbox:
         if under(str(sample), PurePosixPath(str(launch.admin_dir))) is not None:
             return str(sample), []
         return str(sample), ["--bind", str(sample.parent), str(sample.parent)]
+
+
+def _transport_binds() -> list[str]:
+    """The compiled gRPC transport at its own path, read-only: the module loads it instead of compiling."""
+    library = transport_library()
+    return [] if library is None else ["--ro-bind", str(library), str(library)]
 
 
 def _roots_usable(roots: tuple[RootDir, ...]) -> bool:

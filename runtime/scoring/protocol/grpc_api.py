@@ -11,12 +11,14 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from edgewise.proto import inference_pb2 as pb
 from edgewise.runtime.scoring.dataplane import DataPlane
 from edgewise.runtime.scoring.errors import InvalidInputError, ScoringError
+from edgewise.runtime.scoring.h2grpc import native
+from edgewise.runtime.scoring.h2grpc.server import NativeServer
 from edgewise.runtime.scoring.protocol.convert import request_from_proto, response_to_proto
 from edgewise.runtime.scoring.stats import Duration, ModelStats
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -207,6 +209,52 @@ class InferenceServicer:
         return grpc.method_handlers_generic_handler(SERVICE, methods)
 
 
+ENGINES = ("auto", "native", "grpcio")
+
+
+class GrpcServer(Protocol):
+    """What the scoring server needs of a gRPC server: both grpc.aio's and the native one have it."""
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Any) -> None: ...
+    def add_insecure_port(self, address: str) -> int: ...
+    async def start(self) -> None: ...
+    async def stop(self, grace: float | None) -> None: ...
+
+
+class GrpcEngineError(ScoringError):
+    """`--grpc-engine native` was asked for and the native transport cannot be built here."""
+
+
+def _new_server(engine: str, transport_limit: int) -> GrpcServer:
+    """The native HTTP/2 server unless grpcio is asked for or the native one cannot be built ("auto")."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown gRPC engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if engine != "grpcio":
+        reason = native.available()
+        if reason is None:
+            return NativeServer(max_receive_message_length=transport_limit)
+        if engine == "native":
+            raise GrpcEngineError(f"the native gRPC transport is unavailable: {reason}")
+        _warn_fallback(reason)
+    server: GrpcServer = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", transport_limit),
+            ("grpc.max_send_message_length", -1),
+        ]
+    )
+    return server
+
+
+def transport_name(server: GrpcServer) -> str:
+    return "native" if isinstance(server, NativeServer) else "grpcio"
+
+
+@functools.cache
+def _warn_fallback(reason: str) -> None:
+    log.warning("gRPC is served by grpcio, which costs more per call: %s", reason)
+
+
 def build_grpc_server(
     dataplane: DataPlane,
     *,
@@ -216,8 +264,9 @@ def build_grpc_server(
     listen_tcp: bool = True,
     unix_socket: Path | None = None,
     health_servicer: health.aio.HealthServicer | None = None,
-) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
-    """A grpc.aio server on host:port and/or a unix socket; SO_REUSEPORT lets a new server start beside an old one.
+    engine: str = "auto",
+) -> tuple[GrpcServer, health.aio.HealthServicer, int]:
+    """A gRPC server on host:port and/or a unix socket; SO_REUSEPORT lets a new server start beside an old one.
 
     Servers built with the same `health_servicer` report the same serving status (a private admin listener
     and the public one of one process). The returned port is 0 without `listen_tcp`.
@@ -225,24 +274,18 @@ def build_grpc_server(
     # The transport accepts up to twice the limit so that oversized requests get a clear
     # INVALID_ARGUMENT from the servicer instead of a bare RESOURCE_EXHAUSTED.
     transport_limit = min(2 * max_message_bytes, 2**31 - 1)
-    server = grpc.aio.server(
-        options=[
-            ("grpc.so_reuseport", 1),
-            ("grpc.max_receive_message_length", transport_limit),
-            ("grpc.max_send_message_length", -1),
-        ]
-    )
+    server = _new_server(engine, transport_limit)
     servicer = InferenceServicer(dataplane, max_message_bytes=max_message_bytes)
     server.add_generic_rpc_handlers((servicer.generic_handler(),))
     health_servicer = health_servicer or health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)  # type: ignore[arg-type]
     # Reflection answers from the inference package's private pool, which also gets the health and
     # reflection files so that every listed service can be described.
     for descriptor in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
         with contextlib.suppress(TypeError):  # already added by an earlier server in this process
             pb.POOL.AddSerializedFile(descriptor.serialized_pb)
     names = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server, pool=pb.POOL)
+    reflection.enable_server_reflection(names, server, pool=pb.POOL)  # type: ignore[arg-type]
     bound = 0
     if listen_tcp:
         bound = server.add_insecure_port(f"{host}:{port}")
