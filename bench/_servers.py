@@ -7,6 +7,7 @@ nothing for logs); otherwise each runs its defaults, and `settings` in the repor
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -100,6 +101,8 @@ def edgewise(cases: list[ModelCase], work: Path, threads: int, timeout: float, w
     proc = ServerProcess("edgewise", cmd, work / "logs" / "edgewise.log")
     paths = ["/v2/health/ready", *(f"/v2/models/{c.name}/ready" for c in cases)]
     _ready(proc, _http_ready(http_port, paths), timeout)
+    transport = re.search(r"\(gRPC transport: (\w+)\)", (work / "logs" / "edgewise.log").read_text())
+    settings["grpc_transport"] = transport.group(1) if transport else "unknown"
     return Launch("edgewise", proc, grpc_port, http_port, settings, ("json", "binary"))
 
 
