@@ -5,6 +5,11 @@ Everything it knows is in the store (deployments, each device's progress, every 
 service picks a rollout up where it stopped. Devices' reported state reaches the store through the service's
 MQTT ingest; the controller only reads it. Calls come from request threads and from the controller's own
 background thread; one lock makes each change and its publication one step.
+
+The devices a change touches are handled as one batch: their manifests are computed, signed and stored in one
+transaction, then published back to back, and the broker's acknowledgements are awaited together. A manifest
+is never published before its version is committed, and a device's manifests go out in version order (one
+batch at a time, under the lock, on one MQTT connection).
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from edgewise.cloud.deployments import manifests
+from edgewise.cloud.deployments.batch_plan import RowChange, plan_device
+from edgewise.cloud.deployments.batch_store import manifest_batch, move_rows, reported_states
 from edgewise.cloud.deployments.conditions import parse_condition
 from edgewise.cloud.deployments.records import (
     RELEASED,
@@ -220,7 +227,7 @@ class DeploymentController:
                     return
                 self._retarget(self.store.get_device(device_id))
                 # a device added again lost its retained manifest when it was removed: publish even if unchanged
-                self._publish(device_id, republish=event == "added")
+                self._publish_many([device_id], republish=event == "added")
         except WorkspaceError as exc:
             log.warning("could not update the manifest of device %s after it was %s: %s", device_id, event, exc)
 
@@ -245,58 +252,52 @@ class DeploymentController:
 
     # -- manifests ---------------------------------------------------------------------------------------------
 
-    def _publish_many(self, device_ids: list[str]) -> None:
-        for device_id in sorted(set(device_ids)):
-            self._publish(device_id)
+    def _publish_many(
+        self, device_ids: Iterable[str], *, republish: bool = False, moves: Sequence[RowChange] = ()
+    ) -> None:
+        """Bring the devices' manifests up to date: a changed one is signed and stored under a new version.
 
-    def _publish(self, device_id: str, *, republish: bool = False) -> None:
-        """Compute the device's manifest; when it changed, sign, store and publish it under a new version.
-
-        `republish` sends the latest manifest again when nothing changed (its retained copy was cleared)."""
-        rows = {row.deployment: row for row in self.store.list_rollouts(device_id=device_id)}
-        released = [
-            self.store.get_deployment(name)
-            for name, row in rows.items()
-            if row.state in RELEASED and _exists(self.store, name)
-        ]
-        resolution = manifests.resolve(released)
-        draft = manifests.build_manifest(device_id=device_id, version=0, deployments=released, telemetry=self.telemetry)
-        latest = self.store.latest_manifest(device_id)
-        if latest is None and not draft["modules"]:
-            return  # nothing was ever deployed to it: no manifest yet
-        if latest is not None and manifests.same_content(latest, draft):
-            version = int(latest["version"])
-            if republish and self.publisher is not None:
-                self.publisher.publish_desired(device_id, latest)
-        else:
-            document = self.store.record_manifest(
-                device_id,
-                lambda v: self.manifest_key.sign(
-                    manifests.build_manifest(
-                        device_id=device_id, version=v, deployments=released, telemetry=self.telemetry
-                    )
-                ),
-            )
-            version = int(document["version"])
-            if self.publisher is None:
-                raise WorkspaceError("the deployment controller is not connected to the MQTT broker yet")
-            self.publisher.publish_desired(device_id, document)
-            self.store.update_device_state(device_id, desired_version=version)
-            log.info("published manifest v%d of device %s", version, device_id)
-        for deployment in released:
-            row = rows[deployment.name]
-            if deployment.name in resolution.losers:
-                winner = resolution.losers[deployment.name]
-                self.store.update_rollout(
-                    deployment.name,
-                    device_id,
-                    state=DeviceState.TARGETED.value,
-                    reason=f"module {deployment.module} comes from deployment {winner} (higher priority or newer)",
+        `moves` are row changes made in the same transaction, before the manifests are computed. `republish`
+        sends the latest manifest again when nothing changed (its retained copy was cleared)."""
+        ids = sorted(set(device_ids))
+        if not ids and not moves:
+            return
+        deployments = {d.name: d for d in self.store.list_deployments()}
+        outgoing: dict[str, dict[str, Any]] = {}
+        fresh: dict[str, int] = {}
+        with manifest_batch(self.store) as batch:
+            batch.move_rows(moves)
+            rows = batch.rollouts(ids)
+            latest = batch.latest_manifests(ids)
+            changes: list[RowChange] = []
+            for device_id in ids:
+                plan = plan_device(
+                    device_id=device_id,
+                    rows=rows[device_id],
+                    deployments=deployments,
+                    latest=latest.get(device_id),
+                    telemetry=self.telemetry,
                 )
-            elif row.version is None:
-                self.store.update_rollout(
-                    deployment.name, device_id, state=DeviceState.TARGETED.value, reason=None, version=version
-                )
+                if plan is None:
+                    continue  # nothing was ever deployed to it: no manifest yet
+                version = plan.latest_version
+                if plan.changed:
+                    if self.publisher is None:
+                        raise WorkspaceError("the deployment controller is not connected to the MQTT broker yet")
+                    version += 1
+                    outgoing[device_id] = self.manifest_key.sign(plan.manifest(version))
+                    fresh[device_id] = version
+                elif republish and self.publisher is not None and plan.latest is not None:
+                    outgoing[device_id] = dict(plan.latest)
+                changes.extend(plan.row_changes(rows[device_id], version))
+            batch.add_manifests({device_id: outgoing[device_id] for device_id in fresh})
+            batch.set_desired_versions(fresh)
+            batch.move_rows(changes)
+        if outgoing:
+            assert self.publisher is not None
+            self.publisher.publish_desired_all(outgoing)
+            for device_id, version in fresh.items():
+                log.info("published manifest v%d of device %s", version, device_id)
 
     # -- status and rollouts -----------------------------------------------------------------------------------
 
@@ -311,20 +312,25 @@ class DeploymentController:
         if deployment.status == DeploymentStatus.ROLLED_BACK:
             return
         rows = self.store.list_rollouts(deployment=deployment.name)
+        watched = [row for row in rows if row.state in RELEASED and row.version is not None]
+        reports = reported_states(self.store, [row.device_id for row in watched])
         states: dict[str, DeviceRollout] = {}
+        moves: list[RowChange] = []
         for row in rows:
             if row.state in RELEASED and row.version is not None:
-                reported = _reported(self.store, row.device_id)
                 state, reason = device_state(
-                    reported=reported,
+                    reported=reports.get(row.device_id),
                     version=row.version,
                     module=deployment.module,
                     digest=deployment.manifest_digest,
                 )
                 if state.value != row.state or reason != row.reason:
-                    self.store.update_rollout(deployment.name, row.device_id, state=state.value, reason=reason)
+                    moves.append(
+                        RowChange(deployment=deployment.name, device_id=row.device_id, state=state.value, reason=reason)
+                    )
                 row = DeviceRollout(**{**row.to_dict(), "state": state.value, "reason": reason})
             states[row.device_id] = row
+        move_rows(self.store, moves)
         released = [r for r in states.values() if r.state in RELEASED]
         failed = [r for r in released if r.state == DeviceState.FAILED]
         if deployment.max_failures is not None and len(failed) > deployment.max_failures:
@@ -347,10 +353,12 @@ class DeploymentController:
             for r in self.store.list_rollouts(deployment=deployment.name)
             if r.batch == batch and r.state == DeviceState.PENDING
         ]
-        for row in rows:
-            self.store.update_rollout(deployment.name, row.device_id, state=DeviceState.TARGETED.value)
         log.info("deployment %s: releasing batch %d (%d device(s))", deployment.name, batch, len(rows))
-        self._publish_many([r.device_id for r in rows])
+        released = [
+            RowChange(deployment=deployment.name, device_id=row.device_id, state=DeviceState.TARGETED.value)
+            for row in rows
+        ]
+        self._publish_many([r.device_id for r in rows], moves=released)
 
     def _roll_back(self, deployment: Deployment, rows: list[DeviceRollout], failed: list[DeviceRollout]) -> None:
         reasons = "; ".join(f"{r.device_id}: {r.reason}" for r in failed[:5])
@@ -361,17 +369,23 @@ class DeploymentController:
             f"{len(failed)} device(s) failed, more than --max-failures {limit}; rolled back ({reasons})",
         )
         touched = []
+        moves = []
         for row in rows:
             if row.state in RELEASED:
                 touched.append(row.device_id)
                 reason = row.reason if row.state == DeviceState.FAILED else "rolled back to the previous manifest"
             else:
                 reason = "not released: the rollout was rolled back"
-            self.store.update_rollout(
-                deployment.name, row.device_id, state=DeviceState.ROLLED_BACK.value, reason=reason
+            moves.append(
+                RowChange(
+                    deployment=deployment.name,
+                    device_id=row.device_id,
+                    state=DeviceState.ROLLED_BACK.value,
+                    reason=reason,
+                )
             )
         log.warning("deployment %s rolled back on %d device(s): %s", deployment.name, len(touched), reasons)
-        self._publish_many(touched)
+        self._publish_many(touched, moves=moves)
 
     def _all_devices(self) -> Iterator[Device]:
         token: str | None = None
@@ -400,19 +414,3 @@ def _batches(device_ids: list[str], size: int | None, percent: float | None) -> 
         return {}
     per = size if size is not None else max(1, math.ceil(len(device_ids) * (percent or 100) / 100))
     return {device_id: index // per + 1 for index, device_id in enumerate(device_ids)}
-
-
-def _reported(store: SqlStore, device_id: str) -> dict[str, Any] | None:
-    try:
-        reported = store.get_device(device_id).reported
-    except NotFoundError:
-        return None
-    return reported if isinstance(reported, dict) else None
-
-
-def _exists(store: SqlStore, name: str) -> bool:
-    try:
-        store.get_deployment(name)
-    except NotFoundError:
-        return False
-    return True

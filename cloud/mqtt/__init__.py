@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .publisher import Publisher, desired_topic
+from .publisher import Publisher, UnacknowledgedError, desired_topic
 
-__all__ = ["Publisher", "desired_topic"]
+__all__ = ["Publisher", "UnacknowledgedError", "desired_topic"]

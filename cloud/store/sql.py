@@ -68,6 +68,11 @@ class SqlStore(SqlMetrics, SqlModelRegistry, SqlImages, SqlActivities, SqlDevice
         self._db = database
 
     @property
+    def database(self) -> Database:
+        """For code that batches several of the store's writes into one transaction on the same tables."""
+        return self._db
+
+    @property
     def is_local(self) -> bool:
         """True for SQLite: a short transaction costs less than handing it to another thread."""
         return self._db.dialect == "sqlite"

@@ -1,8 +1,10 @@
 """Run a plan: every command is tried, a failure is recorded against its module and the next one runs.
 
-The executor is the only place that changes module records: each change is saved at once, so a crash
-in the middle of a plan leaves records that describe exactly what runs. Images are pulled (in a worker
-thread: pulls block) before anything starts; a module whose image could not be pulled is left as it is.
+The executor is the only place that changes module records: each change is queued for saving at once and
+is on disk before the next process is started or stopped, and before the run returns, so a crash in the
+middle of a plan leaves records that describe exactly what runs (the writes themselves happen on a worker
+thread, off the event loop). Images are pulled (in a worker thread: pulls block) before anything starts; a
+module whose image could not be pulled is left as it is.
 """
 
 from __future__ import annotations
@@ -99,6 +101,15 @@ class Executor:
                 continue
             ok = detail is None
             outcomes.append(Outcome(module=command.module, step=command.describe(), ok=ok, detail=detail or ""))
+        try:
+            await self._state.saved()
+        except Exception as exc:  # the records in memory stay right; the next save of each module writes them
+            if not isinstance(exc, OSError):
+                log.exception("saving the module records failed unexpectedly")
+            else:
+                log.warning("could not save the module records: %s", exc)
+            modules = sorted({c.module for c in others})
+            outcomes.extend(Outcome(module=m, step="save its record", ok=False, detail=str(exc)) for m in modules)
         return outcomes
 
     async def _pull(
@@ -143,7 +154,11 @@ class _Run:
 
     def save(self, record: ModuleRecord) -> None:
         self.records[record.name] = record
-        self.x._state.save_record(record)
+        self.x._state.queue_record(record)
+
+    async def settle(self) -> None:
+        """Wait until every record saved so far is on disk: called before a process is started or stopped."""
+        await self.x._state.saved()
 
     def count(self, counter: str, module: str) -> None:
         if self.x._metrics is not None:
@@ -220,6 +235,7 @@ class _Run:
         image = await self.image(spec)
         old = self.processes.get(name)
         if command.stop_first and old is not None:
+            await self.settle()
             await self.x._supervisor.stop(old)
             self.processes.pop(name, None)
             self.count("module_stops", name)
@@ -227,6 +243,7 @@ class _Run:
         rollback = record.rollback if same_deployment(record.spec, document) else None
         generation = record.generation + 1
         self.save(record.with_changes(generation=generation, manifest_version=command.manifest_version))
+        await self.settle()  # a generation is never used twice, even after a crash
         record = self.record(name)
         launch = self.launch(spec, generation, image)
         if command.restart:
@@ -282,6 +299,7 @@ class _Run:
         image = await self.image(spec)
         generation = record.generation + 1
         self.save(record.with_changes(generation=generation))
+        await self.settle()
         record = self.record(name)
         launch = self.launch(spec, generation, image)
         old = self.processes.get(name)
@@ -349,6 +367,7 @@ class _Run:
         process = self.processes.pop(name, None)
         code: int | None = None
         if process is not None:
+            await self.settle()
             code = await self.x._supervisor.stop(process)
             self.count("module_stops", name)
         if command.failure:
@@ -371,10 +390,11 @@ class _Run:
     async def remove(self, name: str) -> None:
         process = self.processes.pop(name, None)
         if process is not None:
+            await self.settle()
             await self.x._supervisor.stop(process)
             self.count("module_stops", name)
         self.records.pop(name, None)
-        self.x._state.delete_module(name)
+        self.x._state.queue_module_removal(name)
         if self.x._metrics is not None:
             self.x._metrics.forget_module(name)
 

@@ -141,7 +141,7 @@ class Reconciler:
             self.rejected = {"version": version, "code": exc.code, "description": str(exc), "atUtc": utc(self._clock())}
             self.trigger()
             return None
-        self._state.save_manifest(payload)
+        self._state.queue_manifest(payload)  # on disk before anything is started or stopped for it
         if self.accepted is not None:
             self._previous_digests = {spec.digest for spec in self.accepted.modules.values()}
         self.accepted = manifest
@@ -191,6 +191,12 @@ class Reconciler:
                 for name in [n for n in self._exit_codes if n not in self.processes]:
                     self._exit_codes.pop(name, None)
                 await self._collect_garbage()
+            try:
+                await self._state.saved()  # what the report says is on disk first
+            except OSError as exc:
+                log.warning("could not save the agent's state: %s", exc)
+            except Exception:  # the pass still ends with a report
+                log.exception("saving the agent's state failed unexpectedly")
             self._observe_deployment()
             report = self.reported_state()
         if self._metrics is not None and self._spool is not None:

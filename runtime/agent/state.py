@@ -4,6 +4,10 @@ The agent keeps nothing in memory that it cannot rebuild from here: after a cras
 `manifest.json`, reads every `modules/{name}/record.json`, adopts the processes that still run and
 converges again. Writes go to a temporary file that is fsynced and renamed over the old one, so a
 power cut leaves either the old or the new file, never half of one.
+
+The agent queues its saves (`queue_record`, `queue_manifest`, `queue_module_removal`): a worker thread writes
+them in order while the event loop goes on, and `await saved()` returns once everything queued is on disk. The
+plain `save_*` and `delete_module` calls wait for their write before they return.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -35,6 +39,7 @@ from edgewise.runtime.agent.model import (
     RestartPolicy,
     RuntimeStatus,
 )
+from edgewise.runtime.agent.state_writer import StateWriter, writer_for
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +226,7 @@ class StateDir:
     """The layout of the agent's state directory (docs/agent.md, "The state directory")."""
 
     root: Path
+    _writer: StateWriter = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -228,6 +234,12 @@ class StateDir:
             self.images_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise AgentError(f"cannot create the state directory {self.root}: {exc}") from None
+        object.__setattr__(self, "_writer", writer_for(self.root))
+
+    async def saved(self) -> None:
+        """Return once every save queued so far is on disk; raise the first write error since the last wait
+        (OSError: that file keeps its previous content)."""
+        await self._writer.flushed()
 
     @property
     def manifest_path(self) -> Path:
@@ -272,11 +284,19 @@ class StateDir:
     # -- the accepted manifest -------------------------------------------------------------------
 
     def save_manifest(self, document: bytes) -> None:
-        """Keep an accepted manifest verbatim; it is saved before it is applied."""
-        atomic_write_bytes(self.manifest_path, document)
+        """Keep an accepted manifest verbatim, on disk when this returns."""
+        self.queue_manifest(document)
+        self._writer.wait()
+
+    def queue_manifest(self, document: bytes) -> None:
+        """Keep an accepted manifest verbatim once `saved()` says so; the agent waits for that before it starts
+        or stops anything, so a manifest is saved before it is applied."""
+        path = self.manifest_path
+        self._writer.queue(str(path), lambda: atomic_write_bytes(path, document))
 
     def load_manifest(self, *, device_id: str, public_key: Ed25519PublicKey) -> Manifest | None:
         """The accepted manifest, verified again; None when there is none or it no longer verifies."""
+        self._writer.wait(check=False)  # saves still queued (by an agent stopped in this process) land first
         try:
             payload = self.manifest_path.read_bytes()
         except FileNotFoundError:
@@ -292,12 +312,24 @@ class StateDir:
     # -- module records --------------------------------------------------------------------------
 
     def save_record(self, record: ModuleRecord) -> None:
+        """Save a module record (and create its data folder), on disk when this returns."""
+        self.queue_record(record)
+        self._writer.wait()
+
+    def queue_record(self, record: ModuleRecord) -> None:
+        """Save a module record (and create its data folder) once `saved()` says so; a later save of the same
+        module that comes before the write replaces it."""
         folder = self.module_dir(record.name)
-        (folder / "data").mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / RECORD_FILE, record.to_json())
+
+        def write() -> None:
+            (folder / "data").mkdir(parents=True, exist_ok=True)
+            atomic_write_json(folder / RECORD_FILE, record.to_json())
+
+        self._writer.queue(str(folder / RECORD_FILE), write)
 
     def load_records(self) -> dict[str, ModuleRecord]:
         """Every readable record; an unreadable one is logged and skipped (its module is started afresh)."""
+        self._writer.wait(check=False)
         records: dict[str, ModuleRecord] = {}
         for path in sorted(self.modules_dir.glob(f"*/{RECORD_FILE}")):
             try:
@@ -309,9 +341,19 @@ class StateDir:
         return records
 
     def delete_module(self, name: str) -> None:
-        """Forget a module removed from the manifest: its record, data, logs and sockets."""
-        shutil.rmtree(self.module_dir(name), ignore_errors=True)
-        shutil.rmtree(self._short_admin_root(name), ignore_errors=True)
+        """Forget a module removed from the manifest: its record, data, logs and sockets (gone on return)."""
+        self.queue_module_removal(name)
+        self._writer.wait()
+
+    def queue_module_removal(self, name: str) -> None:
+        """`delete_module` in its place among the queued saves: a record saved after it is written after it."""
+        folder = self.module_dir(name)
+
+        def remove() -> None:
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(self._short_admin_root(name), ignore_errors=True)
+
+        self._writer.queue(f"remove {folder}", remove)
 
     def new_admin_dir(self, name: str, generation: int) -> Path:
         """An empty folder for the private sockets of one generation of a module."""

@@ -1,0 +1,121 @@
+"""Queued saves of the state directory: on disk once `saved()` returns, the latest state wins, removals and
+saves keep their order, a failed write is reported without stopping the others."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from edgewise.runtime.agent.model import RuntimeStatus
+from edgewise.runtime.agent.state import RECORD_FILE, ModuleRecord, StateDir
+
+
+def on_disk(state: StateDir, name: str) -> dict[str, object]:
+    loaded: dict[str, object] = json.loads((state.module_dir(name) / RECORD_FILE).read_bytes())
+    return loaded
+
+
+def test_a_queued_save_is_on_disk_when_saved_returns(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path)
+
+    async def save() -> None:
+        state.queue_manifest(b'{"version": 3}\n')
+        state.queue_record(ModuleRecord(name="iris", generation=4, status=RuntimeStatus.RUNNING))
+        await state.saved()
+
+    asyncio.run(save())
+    assert state.manifest_path.read_bytes() == b'{"version": 3}\n'
+    assert on_disk(state, "iris")["generation"] == 4
+    assert on_disk(state, "iris")["status"] == "running"
+    assert state.data_dir("iris").is_dir()
+    assert not list(state.module_dir("iris").glob(".*.tmp"))
+
+
+def test_saves_that_pile_up_end_with_the_latest_state(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path)
+
+    async def saver(name: str) -> None:
+        for generation in range(1, 201):
+            state.queue_record(ModuleRecord(name=name, generation=generation))
+            if generation % 7 == 0:
+                await asyncio.sleep(0)  # let the other savers and the writer interleave
+
+    async def run() -> None:
+        await asyncio.gather(*(saver(f"m{i}") for i in range(5)))
+        await state.saved()
+
+    asyncio.run(run())
+    assert {name: on_disk(state, name)["generation"] for name in (f"m{i}" for i in range(5))} == {
+        f"m{i}": 200 for i in range(5)
+    }
+
+
+def test_concurrent_waiters_all_see_their_saves(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path)
+
+    async def save_and_wait(name: str) -> int:
+        state.queue_record(ModuleRecord(name=name, generation=len(name)))
+        await state.saved()
+        return int(str(on_disk(state, name)["generation"]))
+
+    async def run() -> list[int]:
+        return await asyncio.gather(*(save_and_wait("x" * n) for n in range(1, 21)))
+
+    assert asyncio.run(run()) == list(range(1, 21))
+
+
+def test_a_removal_and_the_saves_around_it_keep_their_order(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path)
+
+    async def run() -> None:
+        state.queue_record(ModuleRecord(name="gone", generation=1))
+        state.queue_record(ModuleRecord(name="back", generation=1))
+        state.queue_module_removal("gone")
+        state.queue_module_removal("back")
+        state.queue_record(ModuleRecord(name="back", generation=2))
+        await state.saved()
+
+    asyncio.run(run())
+    assert not state.module_dir("gone").exists()
+    assert on_disk(state, "back")["generation"] == 2
+
+
+def test_a_failed_write_is_raised_once_and_later_saves_still_land(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path)
+    state.save_record(ModuleRecord(name="good", generation=1))
+    (state.module_dir("broken") / RECORD_FILE).mkdir(parents=True)  # a folder where the record should go
+
+    async def run() -> None:
+        state.queue_record(ModuleRecord(name="broken", generation=1))
+        state.queue_record(ModuleRecord(name="good", generation=2))
+        with pytest.raises(OSError):
+            await state.saved()
+        await state.saved()  # reported once
+        state.queue_record(ModuleRecord(name="good", generation=3))
+        await state.saved()
+
+    asyncio.run(run())
+    assert on_disk(state, "good")["generation"] == 3
+    assert (state.module_dir("broken") / RECORD_FILE).is_dir()
+
+
+def test_a_new_state_dir_on_the_same_folder_reads_what_the_old_one_queued(tmp_path: Path) -> None:
+    first = StateDir(root=tmp_path / "state")
+    for generation in range(1, 51):
+        first.queue_record(ModuleRecord(name="iris", generation=generation))
+    first.queue_manifest(b"{}")
+    second = StateDir(root=tmp_path / "state" / ".." / "state")  # the same folder, spelt differently
+    assert second.load_records()["iris"].generation == 50
+    assert second.manifest_path.read_bytes() == b"{}"
+
+
+def test_the_blocking_saves_are_on_disk_when_they_return(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path)
+    state.save_record(ModuleRecord(name="iris", generation=7))
+    assert on_disk(state, "iris")["generation"] == 7
+    state.save_manifest(b"{}")
+    assert state.manifest_path.read_bytes() == b"{}"
+    state.delete_module("iris")
+    assert not state.module_dir("iris").exists()
