@@ -19,9 +19,13 @@ class H2ProtocolError(Exception):
     """The peer broke HTTP/2; the connection must be closed (after writing what `output` still returns)."""
 
 
+class InvalidMetadata(ValueError):
+    """Response metadata gRPC cannot carry; nothing of the call was sent, so the caller can still end it."""
+
+
 # Event kinds: the first item of each event tuple `receive` returns.
 REQUEST = 1  # (REQUEST, stream_id, path, metadata): a new call; metadata = every regular header, names lower-case
-MESSAGE = 2  # (MESSAGE, stream_id, payload, compressed): one complete gRPC message
+MESSAGE = 2  # (MESSAGE, stream_id, payload, compressed): one complete gRPC message (see `release`)
 END = 3  # (END, stream_id): the client half-closed after its messages
 CLOSED = 4  # (CLOSED, stream_id, h2_error_code): the stream is gone; 0 = closed normally. One per REQUEST.
 TOO_LARGE = 5  # (TOO_LARGE, stream_id, size): a message over max_message_bytes, discarded as it arrives
@@ -38,6 +42,7 @@ _MAX_INT32 = (1 << 31) - 1
 # Results of the native calls on a stream (h2grpc.c).
 _IGNORED = 1
 _HEADERS_SENT = 2
+_QUEUE_FULL = 3
 _NOMEM = -1
 # Results of h2g_receive below zero.
 _RECV_PROTOCOL = -1
@@ -75,11 +80,22 @@ def percent_encode(message: str) -> str:
     )
 
 
+_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+def _printable_ascii(value: object) -> bool:
+    return isinstance(value, str) and value.isascii() and value.isprintable()
+
+
 def _header_blob(pairs: Sequence[tuple[str, str]], into: list[bytes]) -> None:
     for name, value in pairs:
-        if "\0" in name or "\0" in value or "\r" in value or "\n" in value:
-            raise ValueError(f"metadata {name!r} has a NUL, CR or LF character, which HTTP/2 does not allow")
-        into.append(name.lower().encode("latin-1") + b"\0" + value.encode("latin-1") + b"\0")
+        name = name.lower() if isinstance(name, str) else ""
+        if not name or not _NAME_CHARACTERS.issuperset(name) or not _printable_ascii(value):
+            raise InvalidMetadata(
+                f"metadata {name!r}: {value!r} cannot be sent: gRPC keys are made of a-z, 0-9, '-', '_' and '.', "
+                "values are printable ASCII (bytes go in keys ending in -bin)"
+            )
+        into.append(name.encode("ascii") + b"\0" + value.encode("ascii") + b"\0")
 
 
 class Connection:
@@ -92,6 +108,7 @@ class Connection:
         max_concurrent_streams: int = 1024,
         stream_window: int = 1 << 20,
         connection_window: int = 1 << 24,
+        send_queue_limit: int = 1 << 20,
     ) -> None:
         if not 0 <= max_message_bytes <= 0xFFFFFFFF:
             raise ValueError(f"max_message_bytes must be between 0 and 4 GiB - 1, not {max_message_bytes}")
@@ -100,10 +117,15 @@ class Connection:
         for name, window in (("stream_window", stream_window), ("connection_window", connection_window)):
             if not 65535 <= window <= _MAX_INT32:
                 raise ValueError(f"{name} must be between 65535 and 2^31 - 1 bytes (HTTP/2's limits), not {window}")
+        if send_queue_limit < 0:
+            raise ValueError(f"send_queue_limit must not be negative, not {send_queue_limit}")
+        self.send_queue_limit = send_queue_limit
         native = load()
         self._ffi: Any = native.ffi
         self._lib: Any = native.lib
-        self._c: Any = self._lib.h2g_new(max_message_bytes, max_concurrent_streams, stream_window, connection_window)
+        self._c: Any = self._lib.h2g_new(
+            max_message_bytes, max_concurrent_streams, stream_window, connection_window, send_queue_limit
+        )
         if self._c == self._ffi.NULL:
             raise MemoryError("cannot create an HTTP/2 session")
         self._pointer: Any = self._ffi.new("const char **")
@@ -168,16 +190,39 @@ class Connection:
         if rv < 0:
             raise ValueError("nghttp2 refused the frame (is the stream still open?)")
 
-    def send_message(self, stream_id: int, payload: bytes) -> None:
-        """Queue one uncompressed response message; the first one also queues the response HEADERS."""
+    def send_message(self, stream_id: int, payload: bytes) -> bool:
+        """Queue one uncompressed response message; the first one also queues the response HEADERS.
+
+        True when the stream now has more than `send_queue_limit` bytes waiting for the client's flow-control
+        window: a streaming sender should wait until `queued` is back under the limit, or memory grows with
+        every message a slow client does not take.
+        """
         if type(payload) is not bytes:
             payload = self._ffi.from_buffer(payload)
         rv = self._lib.h2g_send_message(self._c, stream_id, payload, len(payload))
         if rv:
+            if rv == _QUEUE_FULL:
+                return True
             self._check(rv)
+        return False
+
+    def queued(self, stream_id: int) -> int:
+        """Bytes of the stream's response messages not yet written into DATA frames; -1 once the stream is gone."""
+        return int(self._lib.h2g_queued(self._c, stream_id))
+
+    def release(self, stream_id: int, size: int) -> bool:
+        """The application took `size` bytes of the stream's messages (5 + payload length each, as received).
+
+        A stream's flow-control window only reopens while less than one window of its messages is left
+        untaken, which keeps a client from queueing without bound for a handler that reads slowly. True when
+        this queued a WINDOW_UPDATE, so `output` has something to write.
+        """
+        return bool(self._lib.h2g_release(self._c, stream_id, size))
 
     def send_initial_metadata(self, stream_id: int, metadata: Sequence[tuple[str, str]]) -> None:
-        """Send the response HEADERS now, with `metadata`; only before the first message and the trailers."""
+        """Send the response HEADERS now, with `metadata`; only before the first message and the trailers.
+
+        Raises InvalidMetadata (and sends nothing) for metadata gRPC cannot carry."""
         parts: list[bytes] = []
         _header_blob(metadata, parts)
         blob = b"".join(parts)
@@ -193,6 +238,7 @@ class Connection:
         """End the stream with grpc-status, grpc-message and `metadata`, after every queued message.
 
         Without a message or initial metadata sent first, this is a Trailers-Only response: one HEADERS frame.
+        Raises InvalidMetadata (and sends nothing) for metadata gRPC cannot carry.
         """
         if status == 0 and not message and not metadata:
             blob = _OK_TRAILERS

@@ -7,6 +7,12 @@
  * `h2g_output`. Response messages are queued per stream and written into DATA frames without an intermediate
  * copy; trailers follow the last queued byte of their stream.
  *
+ * Flow control is what bounds memory. The connection window reopens as soon as bytes arrive, but a stream's
+ * window only while the application has less than `unread_limit` bytes of that stream's messages it has not
+ * taken (`h2g_release`), so a client can never queue more than about two windows for a handler that does
+ * not read. Outbound, `h2g_send_message` reports when a stream has more than `queue_limit` bytes waiting for
+ * the client's window, so a streaming handler can wait instead of piling up messages.
+ *
  * Event layout (native byte order): kind u8, flag u8, 2 bytes of padding, stream id u32, argument u32, then, for
  * REQUEST and MESSAGE, `argument` bytes of payload. REQUEST's payload is the path followed by "\0name\0value"
  * for each regular header (HTTP/2 forbids NUL in names and values, and nghttp2 enforces it).
@@ -23,13 +29,18 @@
 enum { EV_REQUEST = 1, EV_MESSAGE = 2, EV_END = 3, EV_CLOSED = 4, EV_TOO_LARGE = 5 };
 
 /* Results of the calls on a stream. */
-enum { H2G_OK = 0, H2G_IGNORED = 1, H2G_HEADERS_SENT = 2, H2G_NOMEM = -1, H2G_FAILED = -2 };
+enum { H2G_OK = 0, H2G_IGNORED = 1, H2G_HEADERS_SENT = 2, H2G_QUEUE_FULL = 3, H2G_NOMEM = -1, H2G_FAILED = -2 };
 
 /* Results of h2g_receive below zero. */
 enum { H2G_RECV_PROTOCOL = -1, H2G_RECV_NOMEM = -2, H2G_RECV_CLOSED = -3 };
 
 /* Buffers that grew past this for one big message or response are given back once drained. */
 #define H2G_KEEP_CAPACITY (1u << 20)
+
+/* Request headers (names, values and 32 bytes each, as HPACK counts them) beyond which a call is refused with
+   RESOURCE_EXHAUSTED instead of being decoded into an event, as grpcio's default hard limit does. Without it,
+   a few KB of HPACK that reference one big table entry again and again decode to megabytes. */
+#define H2G_MAX_HEADER_LIST 16384
 
 static const uint8_t SHUTDOWN_PING[8] = {'e', 'w', '-', 'g', 'o', 'a', 'w', 'y'};
 
@@ -61,6 +72,8 @@ typedef struct h2g_stream {
     uint32_t msg_len;   /* length of the message being read (valid once prefix_len == 5) */
     uint32_t skip_left; /* bytes of an oversized message still to discard */
     h2g_buf msg;        /* a message that spans DATA chunks */
+    size_t unread;   /* bytes of messages given to the application and not yet released by it */
+    size_t withheld; /* bytes received and not yet given back to the stream's flow-control window */
     /* outbound */
     h2g_buf out; /* length-prefixed messages not yet in a DATA frame */
     size_t out_pos;
@@ -76,8 +89,12 @@ typedef struct h2g_conn {
     int out_delivered;
     h2g_buf path; /* of the header block being received (HTTP/2 never interleaves header blocks) */
     h2g_buf headers;
+    size_t header_list; /* its size as HPACK counts it */
+    uint8_t method_post, te_trailers;
     h2g_stream *streams;
     uint32_t max_message;
+    size_t unread_limit;
+    size_t queue_limit;
     int32_t open_streams;
     int shutdown_state; /* 0 running, 1 notice sent and waiting for the PING ack, 2 final GOAWAY submitted */
     int protocol_error;
@@ -160,6 +177,7 @@ static int emit_message(h2g_conn *c, h2g_stream *s, const uint8_t *data, uint32_
     if (event_begin(c, EV_MESSAGE, s->compressed, s->id, len, len)) return -1;
     if (len) memcpy(c->events.data + c->events.len, data, len);
     c->events.len += len;
+    s->unread += 5 + (size_t)len;
     return 0;
 }
 
@@ -365,6 +383,8 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, s);
     c->path.len = 0;
     c->headers.len = 0;
+    c->header_list = 0;
+    c->method_post = c->te_trailers = 0;
     return 0;
 }
 
@@ -374,12 +394,18 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     (void)flags;
     h2g_conn *c = user_data;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    c->header_list += namelen + valuelen + 32;
+    if (c->header_list > H2G_MAX_HEADER_LIST) return 0; /* refused once the block ends; nothing more is kept */
     int failed;
     if (namelen && name[0] == ':') {
+        if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+            c->method_post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
         if (namelen != 5 || memcmp(name, ":path", 5) != 0) return 0;
         c->path.len = 0;
         failed = buf_append(&c->path, value, valuelen);
     } else {
+        if (namelen == 2 && name[0] == 't' && name[1] == 'e')
+            c->te_trailers = valuelen == 8 && memcmp(value, "trailers", 8) == 0;
         failed = buf_reserve(&c->headers, namelen + valuelen + 2);
         if (!failed) {
             uint8_t *p = c->headers.data + c->headers.len;
@@ -398,7 +424,37 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     return 0;
 }
 
+/* Nothing more of the stream's request will be read (it was answered, reset or refused): whatever the client
+   still sends is dropped as it arrives, and the window it was held to opens again. */
+static void stream_done_reading(h2g_conn *c, h2g_stream *s) {
+    s->ended = 1;
+    if (s->withheld) {
+        nghttp2_session_consume_stream(c->session, s->id, s->withheld);
+        s->withheld = 0;
+    }
+}
+
+/* Answer a request that is not a gRPC call here, without an event for the application: as grpcio answers it. */
+static int refuse_request(h2g_conn *c, h2g_stream *s) {
+    stream_done_reading(c, s);
+    if (c->header_list > H2G_MAX_HEADER_LIST) {
+        char blob[128];
+        int n = snprintf(blob, sizeof blob, "grpc-status%c8%cgrpc-message%creceived metadata size exceeds hard limit "
+                         "(%zu vs. %d)%c", 0, 0, 0, c->header_list, H2G_MAX_HEADER_LIST, 0);
+        s->headers_sent = 1;
+        return submit_response(c, s, (const uint8_t *)blob, (size_t)n, NULL) == H2G_NOMEM ? -1 : 0;
+    }
+    /* not a POST, or without "te: trailers": grpcio resets these */
+    return nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR) ==
+                   NGHTTP2_ERR_NOMEM ? -1 : 0;
+}
+
 static int emit_request(h2g_conn *c, h2g_stream *s) {
+    if (c->header_list > H2G_MAX_HEADER_LIST || !c->method_post || !c->te_trailers) {
+        if (refuse_request(c, s) == 0) return 0;
+        c->nomem = 1;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     size_t len = c->path.len + c->headers.len;
     if (len > UINT32_MAX) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     if (event_begin(c, EV_REQUEST, 0, s->id, (uint32_t)len, len)) return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -450,8 +506,21 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
                          void *user_data) {
     (void)flags;
     h2g_conn *c = user_data;
+    /* The connection window always reopens; each stream's own window is what holds a client back. */
+    if (nghttp2_session_consume_connection(session, len)) {
+        c->nomem = 1;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     h2g_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (!s || !s->requested) return 0;
+    if (!s || !s->requested || s->ended || s->unread < c->unread_limit) {
+        if (nghttp2_session_consume_stream(session, stream_id, len)) {
+            c->nomem = 1;
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        if (!s || !s->requested || s->ended) return 0; /* nobody will read it: dropped */
+    } else {
+        s->withheld += len;
+    }
     while (len) {
         if (s->skip_left) {
             size_t n = len < s->skip_left ? len : s->skip_left;
@@ -559,10 +628,13 @@ H2G_API void h2g_free(h2g_conn *c) {
     free(c);
 }
 
-H2G_API h2g_conn *h2g_new(uint32_t max_message, uint32_t max_streams, int32_t stream_window, int32_t conn_window) {
+H2G_API h2g_conn *h2g_new(uint32_t max_message, uint32_t max_streams, int32_t stream_window, int32_t conn_window,
+                          uint64_t queue_limit) {
     h2g_conn *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->max_message = max_message;
+    c->unread_limit = (size_t)stream_window;
+    c->queue_limit = (size_t)queue_limit;
     nghttp2_session_callbacks *cb;
     if (nghttp2_session_callbacks_new(&cb)) {
         free(c);
@@ -584,6 +656,7 @@ H2G_API h2g_conn *h2g_new(uint32_t max_message, uint32_t max_streams, int32_t st
         return NULL;
     }
     nghttp2_option_set_no_closed_streams(opt, 1);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
     int rv = nghttp2_session_server_new2(&c->session, cb, c, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
@@ -594,6 +667,7 @@ H2G_API h2g_conn *h2g_new(uint32_t max_message, uint32_t max_streams, int32_t st
     nghttp2_settings_entry settings[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, max_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)stream_window},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2G_MAX_HEADER_LIST},
         {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
     };
     if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, settings, sizeof settings / sizeof settings[0]) ||
@@ -701,7 +775,28 @@ H2G_API int h2g_send_message(h2g_conn *c, int32_t stream_id, const uint8_t *data
         s->deferred = 0;
         nghttp2_session_resume_data(c->session, stream_id);
     }
-    return H2G_OK;
+    return s->out.len - s->out_pos > c->queue_limit ? H2G_QUEUE_FULL : H2G_OK;
+}
+
+/* Bytes of response messages of the stream not yet in a DATA frame; -1 once the stream is gone. */
+H2G_API int64_t h2g_queued(h2g_conn *c, int32_t stream_id) {
+    if (!c || stream_id <= 0) return -1;
+    h2g_stream *s = nghttp2_session_get_stream_user_data(c->session, stream_id);
+    if (!s || !s->requested) return -1;
+    return (int64_t)(s->out.len - s->out_pos);
+}
+
+/* The application took `size` bytes of the stream's messages (5 + length each): once what it has not taken is
+   below the limit, the stream's window opens again. Returns 1 when that queued a WINDOW_UPDATE to write. */
+H2G_API int h2g_release(h2g_conn *c, int32_t stream_id, uint64_t size) {
+    if (!c || stream_id <= 0) return 0;
+    h2g_stream *s = nghttp2_session_get_stream_user_data(c->session, stream_id);
+    if (!s) return 0;
+    s->unread = size < s->unread ? s->unread - (size_t)size : 0;
+    if (!s->withheld || s->unread >= c->unread_limit) return 0;
+    int rv = nghttp2_session_consume_stream(c->session, stream_id, s->withheld);
+    s->withheld = 0;
+    return rv == 0 && nghttp2_session_want_write(c->session);
 }
 
 H2G_API int h2g_send_headers(h2g_conn *c, int32_t stream_id, const uint8_t *blob, size_t len) {
@@ -722,7 +817,7 @@ H2G_API int h2g_send_trailers(h2g_conn *c, int32_t stream_id, const uint8_t *blo
         int rv = submit_response(c, s, blob, len, NULL);
         if (rv) return rv;
         s->headers_sent = 1;
-        s->ended = 1;
+        stream_done_reading(c, s);
         return H2G_OK;
     }
     uint8_t *copy = malloc(len ? len : 1);
@@ -730,7 +825,7 @@ H2G_API int h2g_send_trailers(h2g_conn *c, int32_t stream_id, const uint8_t *blo
     if (len) memcpy(copy, blob, len);
     s->trailers = copy;
     s->trailers_len = len;
-    s->ended = 1;
+    stream_done_reading(c, s);
     if (s->deferred) {
         s->deferred = 0;
         nghttp2_session_resume_data(c->session, stream_id);
@@ -741,7 +836,7 @@ H2G_API int h2g_send_trailers(h2g_conn *c, int32_t stream_id, const uint8_t *blo
 H2G_API int h2g_reset(h2g_conn *c, int32_t stream_id, uint32_t error_code) {
     h2g_stream *s = live_stream(c, stream_id);
     if (!s) return H2G_IGNORED;
-    s->ended = 1;
+    stream_done_reading(c, s);
     return nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, stream_id, error_code) ? H2G_FAILED : H2G_OK;
 }
 

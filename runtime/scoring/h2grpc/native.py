@@ -47,7 +47,8 @@ _VERSION_PROBE = "#include <nghttp2/nghttp2ver.h>\nedgewise_nghttp2_version NGHT
 CDEF = """
 typedef struct h2g_conn h2g_conn;
 const char *h2g_nghttp2_version(void);
-h2g_conn *h2g_new(uint32_t max_message, uint32_t max_streams, int32_t stream_window, int32_t conn_window);
+h2g_conn *h2g_new(uint32_t max_message, uint32_t max_streams, int32_t stream_window, int32_t conn_window,
+                  uint64_t queue_limit);
 void h2g_free(h2g_conn *c);
 int64_t h2g_receive(h2g_conn *c, const char *data, size_t len, const char **events);
 const char *h2g_error(h2g_conn *c);
@@ -56,6 +57,8 @@ int h2g_send_message(h2g_conn *c, int32_t stream_id, const char *data, size_t le
 int h2g_send_headers(h2g_conn *c, int32_t stream_id, const char *blob, size_t len);
 int h2g_send_trailers(h2g_conn *c, int32_t stream_id, const char *blob, size_t len);
 int h2g_reset(h2g_conn *c, int32_t stream_id, uint32_t error_code);
+int64_t h2g_queued(h2g_conn *c, int32_t stream_id);
+int h2g_release(h2g_conn *c, int32_t stream_id, uint64_t size);
 void h2g_shutdown(h2g_conn *c, int graceful);
 int32_t h2g_open_streams(h2g_conn *c);
 int h2g_wants_close(h2g_conn *c);

@@ -29,15 +29,21 @@ from edgewise.runtime.scoring.h2grpc.connection import (
     TOO_LARGE,
     Connection,
     H2ProtocolError,
+    InvalidMetadata,
 )
 
 log = logging.getLogger("edgewise.scoring.grpc")
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 _OK = grpc.StatusCode.OK.value[0]
+_INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 _EOF = object()
+# Headers that belong to the transport: grpcio keeps them out of `invocation_metadata()`, and so does this server.
+_TRANSPORT_HEADERS = frozenset({"content-type", "te", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding"})
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _WRITE_HIGH_WATER = 4 << 20  # bytes queued on a transport before streaming handlers wait for it to drain
+_CLOSE_WAIT_S = 1.0  # how long a stopping server waits at least for its connections to close
+_LINGER_S = 10.0  # how long a connection that is done waits for the client to close its side
 
 
 class _CallDetails(NamedTuple):
@@ -66,6 +72,8 @@ def parse_timeout(value: str) -> float | None:
 def _decode_metadata(pairs: Iterable[tuple[str, str]]) -> Metadata:
     out: list[tuple[str, str | bytes]] = []
     for key, value in pairs:
+        if key in _TRANSPORT_HEADERS:
+            continue
         if key.endswith("-bin"):
             padded = value + "=" * (-len(value) % 4)
             with contextlib.suppress(ValueError):
@@ -79,6 +87,8 @@ def _encode_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> list
     out: list[tuple[str, str]] = []
     for key, value in metadata or ():
         key = key.lower()
+        if isinstance(value, str) and key.endswith("-bin"):
+            value = value.encode("utf-8")
         if isinstance(value, bytes):
             out.append((key, base64.b64encode(value).decode("ascii").rstrip("=")))
         else:
@@ -92,6 +102,7 @@ class _Call:
     __slots__ = (
         "context",
         "deadline_handle",
+        "eof",
         "finished",
         "messages",
         "method",
@@ -106,7 +117,9 @@ class _Call:
         self.method = method
         self.context = context
         self.task: asyncio.Task[None] | None = None
+        # request messages of request-streaming calls: (payload, bytes it took on the wire), then _EOF
         self.messages: asyncio.Queue[Any] | None = None
+        self.eof = False  # _EOF was taken from `messages`: every later read is EOF too
         self.request: bytes | None = None
         self.request_count = 0
         self.finished = False  # trailers sent (or the stream is gone): nothing more goes out
@@ -202,11 +215,11 @@ class ServicerContext:
         call = self._call
         if call is None or call.messages is None:
             raise RuntimeError("read() is only for request-streaming methods")
-        item = await call.messages.get()
-        if item is _EOF:
+        payload = await self._session.next_request(call)
+        if payload is _EOF:
             return grpc.aio.EOF
         deserializer = call.method.request_deserializer
-        return deserializer(item) if deserializer else item
+        return deserializer(payload) if deserializer else payload
 
     def cancelled(self) -> bool:
         return self._cancelled
@@ -258,7 +271,8 @@ class Router:
                 found = generic.service(details)  # type: ignore[arg-type]
                 if found is not None:
                     break
-        self._cache[path] = found
+        if found is not None:  # paths without a method are not kept: clients choose them, without limit
+            self._cache[path] = found
         return found
 
 
@@ -274,6 +288,8 @@ class _Session(asyncio.Protocol):
         self.peer = "unknown"
         self._flush_pending = False
         self._writable: asyncio.Event | None = None
+        self._draining: dict[int, asyncio.Future[None]] = {}  # streams whose senders wait for the client
+        self._eof_sent = False
         self._closed = False
 
     # -- transport callbacks
@@ -300,6 +316,8 @@ class _Session(asyncio.Protocol):
             self.flush()
             self._close_transport()
             return
+        if self._eof_sent:  # the connection is done: what the client still sends is read and dropped
+            return
         for event in events:
             kind = event[0]
             if kind == MESSAGE:
@@ -325,12 +343,18 @@ class _Session(asyncio.Protocol):
         self.server._session_gone()
 
     def pause_writing(self) -> None:
+        """The client takes its answers slower than they come: read no more requests until it catches up,
+        or a client that sends and never reads would have the server buffer answers without end."""
         self._writable = asyncio.Event()
+        if self.transport is not None and not self._closed and not self.transport.is_closing():
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         if self._writable is not None:
             self._writable.set()
             self._writable = None
+        if self.transport is not None and not self._closed and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     # -- events
 
@@ -345,7 +369,7 @@ class _Session(asyncio.Protocol):
         context = ServicerContext(self, raw, deadline)
         method = self.server.router.find(path, ())
         if method is None:
-            self._trailers_only(stream_id, grpc.StatusCode.UNIMPLEMENTED, f"method {path} is not implemented")
+            self._trailers_only(stream_id, grpc.StatusCode.UNIMPLEMENTED, "Method not found!")  # grpcio's words
             return
         call = _Call(stream_id, method, context)
         context._call = call
@@ -362,6 +386,7 @@ class _Session(asyncio.Protocol):
         call = self.calls.get(stream_id)
         if call is None or call.finished:
             return
+        wire = payload
         if compressed:
             try:
                 payload = self._decompress(call, payload)
@@ -369,7 +394,7 @@ class _Session(asyncio.Protocol):
                 self._fail(call, failure.code, failure.details)
                 return
         if call.messages is not None:
-            call.messages.put_nowait(payload)
+            call.messages.put_nowait((payload, 5 + len(wire)))
             return
         call.request_count += 1
         call.request = payload
@@ -397,7 +422,7 @@ class _Session(asyncio.Protocol):
     def _on_too_large(self, stream_id: int, size: int) -> None:
         call = self.calls.get(stream_id)
         limit = self.server.max_receive_message_length
-        details = f"received message larger than max ({size} vs. {limit})"
+        details = f"SERVER: Received message larger than max ({size} vs. {limit})"  # grpcio's words
         if call is None:
             self._trailers_only(stream_id, grpc.StatusCode.RESOURCE_EXHAUSTED, details)
             return
@@ -457,16 +482,29 @@ class _Session(asyncio.Protocol):
             self._end(call, failure.code, failure.details)
         except Exception as exc:
             log.exception("gRPC method %s failed", _method_name(call))
-            self._end(call, grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc).__name__}: {exc}")
+            self._end(call, grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")  # grpcio's words
 
     async def _request_iterator(self, call: _Call) -> AsyncIterator[Any]:
-        assert call.messages is not None
         deserializer = call.method.request_deserializer
         while True:
-            item = await call.messages.get()
-            if item is _EOF:
+            payload = await self.next_request(call)
+            if payload is _EOF:
                 return
-            yield deserializer(item) if deserializer else item
+            yield deserializer(payload) if deserializer else payload
+
+    async def next_request(self, call: _Call) -> Any:
+        """The next request message of a request-streaming call, or _EOF (again and again) after the last."""
+        assert call.messages is not None
+        if call.eof:
+            return _EOF
+        item = await call.messages.get()
+        if item is _EOF:
+            call.eof = True
+            return _EOF
+        payload, size = item
+        if self.conn.release(call.stream_id, size):  # the client may send more now
+            self._schedule_flush()
+        return payload
 
     def _decompress(self, call: _Call, payload: bytes) -> bytes:
         encoding = next((v for k, v in call.context._raw_metadata if k == "grpc-encoding"), "identity")
@@ -490,22 +528,45 @@ class _Session(asyncio.Protocol):
     # -- output
 
     async def send(self, call: _Call, payload: bytes) -> None:
-        """A response message of a streaming call; waits while the socket has a lot queued."""
+        """A response message of a streaming call; waits while the client has not taken what went before.
+
+        It always gives the loop a turn: a handler that yields messages without awaiting anything else would
+        otherwise keep the loop to itself (nothing written, no other call served) until it is done.
+        """
         if call.finished:
             raise asyncio.CancelledError()
-        self._message(call, payload)
+        if self._message(call, payload):  # more queued on the stream than the client's window takes
+            await self._drained(call)
+        elif self._writable is None:
+            await asyncio.sleep(0)
         if self._writable is not None:
             await self._writable.wait()
+
+    async def _drained(self, call: _Call) -> None:
+        waiter = self.loop.create_future()
+        self._draining[call.stream_id] = waiter
+        try:
+            await waiter
+        finally:
+            self._draining.pop(call.stream_id, None)
+
+    def _wake_drained(self) -> None:
+        limit = self.conn.send_queue_limit
+        for stream_id, waiter in list(self._draining.items()):
+            if self.conn.queued(stream_id) <= limit and not waiter.done():  # -1: the stream is gone
+                waiter.set_result(None)
 
     def initial_metadata(self, call: _Call, metadata: list[tuple[str, str]]) -> None:
         if not call.finished:
             self.conn.send_initial_metadata(call.stream_id, metadata)
             self._schedule_flush()
 
-    def _message(self, call: _Call, payload: bytes) -> None:
+    def _message(self, call: _Call, payload: bytes) -> bool:
+        """Queue a response message; True when the stream has more queued than the client takes for now."""
         call.context._initial_sent = True
-        self.conn.send_message(call.stream_id, payload)
+        full = self.conn.send_message(call.stream_id, payload)
         self._schedule_flush()
+        return full
 
     def _end(self, call: _Call, code: grpc.StatusCode, details: str) -> None:
         if call.finished:
@@ -513,8 +574,12 @@ class _Session(asyncio.Protocol):
         call.finished = True
         if call.deadline_handle is not None:
             call.deadline_handle.cancel()
-        trailing = _encode_metadata(call.context._trailing) if call.context._trailing else ()
-        self.conn.send_trailers(call.stream_id, code.value[0], details or "", trailing)
+        try:
+            trailing = _encode_metadata(call.context._trailing) if call.context._trailing else ()
+            self.conn.send_trailers(call.stream_id, code.value[0], details or "", trailing)
+        except (InvalidMetadata, AttributeError, TypeError) as exc:  # as grpcio: the call fails, not hangs
+            log.warning("gRPC method %s: %s", _method_name(call), exc)
+            self.conn.send_trailers(call.stream_id, _INTERNAL, "Invalid metadata")
         call.context._finish(cancelled=False)
         self._forget(call)
         self._schedule_flush()
@@ -552,24 +617,45 @@ class _Session(asyncio.Protocol):
 
     def flush(self) -> None:
         self._flush_pending = False
-        if self._closed or self.transport is None:
+        if self._closed or self._eof_sent or self.transport is None:
             return
         data = self.conn.output()
         if data:
             self.transport.write(data)
+        if self._draining:  # writing may have made room in a stream's queue
+            self._wake_drained()
+        if self.server._idle is not None and not self.calls:  # stopping: this may have been the last answer
+            self.server._session_idle()
         if self.conn.wants_close:
             self._close_transport()
 
     def _close_transport(self) -> None:
-        if self.transport is not None and not self._closed:
-            self.transport.close()
+        """Close after what is written; reading goes on until the client closes too (or `_LINGER_S` ends).
+
+        Closing a socket the client still writes to (a WINDOW_UPDATE for the last answer, a PING) makes the
+        kernel reset the connection, and a reset can destroy answers the client has received but not read.
+        """
+        transport = self.transport
+        if transport is None or self._closed or self._eof_sent:
+            return
+        self._eof_sent = True
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.loop.call_later(_LINGER_S, self.abort)
+        else:
+            transport.close()
 
     def shutdown(self) -> None:
         """Tell the client no new calls are taken here; calls already running finish."""
         self.conn.shutdown(graceful=True)
         self.flush()
-        if not self.calls:
+        if not self.calls and not self.conn.open_streams:
             self._close_transport()
+
+    def abort(self) -> None:
+        """Drop the connection now, with whatever is still unwritten."""
+        if self.transport is not None and not self._closed:
+            self.transport.abort()
 
     def cancel_all(self) -> None:
         for call in list(self.calls.values()):
@@ -639,12 +725,15 @@ class NativeServer:
             self._listeners.append(listener)
 
     async def stop(self, grace: float | None) -> None:
-        """Stop accepting; with a grace period, wait up to it for running calls, then cancel what is left."""
+        """Stop accepting; with a grace period, wait up to it for running calls (and their answers to be
+        written), then cancel what is left."""
         if self._stopping:
             if self._terminated is not None:
                 await self._terminated.wait()
             return
         self._stopping = True
+        loop = asyncio.get_running_loop()
+        closing_until = loop.time() + max(grace or 0.0, _CLOSE_WAIT_S)
         for listener in self._listeners:
             listener.close()
         for session in list(self._sessions):
@@ -655,10 +744,12 @@ class NativeServer:
                 await asyncio.wait_for(self._idle.wait(), grace)
         for session in list(self._sessions):
             session.cancel_all()
-        for _ in range(100):  # give the transports a moment to close so their sockets are released
-            if not self._sessions:
-                break
+        while self._sessions and loop.time() < closing_until:  # transports write what they hold, then close
             await asyncio.sleep(0.01)
+        for session in list(self._sessions):  # a client that reads nothing would keep close() waiting forever
+            session.abort()
+        if self._sessions:
+            await asyncio.sleep(0)  # connection_lost runs on the next turn of the loop
         for listener in self._listeners:
             with contextlib.suppress(Exception):
                 await listener.wait_closed()
@@ -677,7 +768,8 @@ class NativeServer:
     # -- bookkeeping
 
     def _busy(self) -> bool:
-        return any(session.calls for session in self._sessions)
+        """A call runs, or a finished call's answer is not all written yet."""
+        return any(session.calls or session.conn.open_streams for session in self._sessions)
 
     def _session_idle(self) -> None:
         if self._idle is not None and not self._busy():

@@ -209,3 +209,32 @@ def test_statistics_count_the_calls(server: ServerProcess) -> None:
     assert after - before == 5
     with pytest.raises(InferenceServerException):
         client.get_inference_statistics("nope")
+
+
+def test_metadata_over_16_kib_is_refused_and_the_connection_serves_on(server: ServerProcess) -> None:
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+        x = np.ones((1, 4), dtype=np.float32)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(_request(x), metadata=(("x-huge", "h" * 20000),), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        np.testing.assert_allclose(_decode(stub.ModelInfer(_request(x), timeout=30)), _expected(server, x))
+
+
+def test_a_stream_of_many_requests_sent_at_once_is_answered_in_full(server: ServerProcess) -> None:
+    """More requests than one flow-control window holds: the server takes them as it answers them."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    results: queue.Queue[tuple[object, object]] = queue.Queue()
+    count = 600
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    try:
+        x = np.ones((LIMIT // 16 - 64, 4), dtype=np.float32)  # close to the limit: ~64 KiB per request
+        for i in range(count):
+            inp = grpcclient.InferInput("x", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            client.async_stream_infer("matmul", [inp], request_id=str(i))
+        got = [results.get(timeout=120) for _ in range(count)]
+    finally:
+        client.stop_stream()
+    assert [error for _, error in got if error is not None] == []
+    assert sorted(int(r.get_response().id) for r, _ in got) == list(range(count))  # type: ignore[attr-defined]

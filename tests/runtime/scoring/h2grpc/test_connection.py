@@ -29,6 +29,26 @@ from edgewise.runtime.scoring.h2grpc.connection import (
     percent_encode,
 )
 
+from tests.runtime.scoring.h2grpc.frames import (
+    ACK,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS_FRAME,
+    PING,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    client_start,
+    frame,
+    grpc_message,
+    hpack_integer,
+    hpack_literal,
+    parse_frames,
+    request_headers,
+)
+
 ECHO = "/test.T/Echo"
 FAIL = "/test.T/Fail"
 HEADERS = "/test.T/Headers"
@@ -400,63 +420,6 @@ def test_unary_echo_over_a_unix_socket(tmp_path: Path) -> None:
 
 # ---- raw HTTP/2 frames, for what grpcio does not show: frame layout, reassembly, shutdown
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS_FRAME, RST_STREAM, SETTINGS, PING, GOAWAY = 0, 1, 3, 4, 6, 7
-END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
-
-
-def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream_id) + payload
-
-
-def hpack_integer(value: int, prefix_bits: int) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes([value])
-    out = bytearray([limit])
-    value -= limit
-    while value >= 128:
-        out.append(value % 128 + 128)
-        value //= 128
-    out.append(value)
-    return bytes(out)
-
-
-def hpack_literal(name: str, value: str) -> bytes:
-    """A literal field without indexing and with a literal name (no Huffman): the simplest HPACK there is."""
-    encoded = b"\x00"
-    for text in (name, value):
-        data = text.encode("latin-1")
-        encoded += hpack_integer(len(data), 7) + data
-    return encoded
-
-
-def request_headers(stream_id: int, path: str, *, end_stream: bool = False) -> bytes:
-    fields = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "localhost"),
-              ("content-type", "application/grpc"), ("te", "trailers")]  # fmt: skip
-    block = b"".join(hpack_literal(name, value) for name, value in fields)
-    return frame(HEADERS_FRAME, END_HEADERS | (END_STREAM if end_stream else 0), stream_id, block)
-
-
-def grpc_message(payload: bytes, *, compressed: bool = False) -> bytes:
-    return bytes([1 if compressed else 0]) + struct.pack(">I", len(payload)) + payload
-
-
-def parse_frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
-    """(type, flags, stream id, payload) of each frame."""
-    frames, pos = [], 0
-    while pos + 9 <= len(data):
-        length = int.from_bytes(data[pos : pos + 3], "big")
-        kind, flags = data[pos + 3], data[pos + 4]
-        stream_id = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-        frames.append((kind, flags, stream_id, data[pos + 9 : pos + 9 + length]))
-        pos += 9 + length
-    return frames
-
-
-def client_start() -> bytes:
-    return PREFACE + frame(SETTINGS, 0, 0)
-
 
 def test_trailers_only_is_one_headers_frame_and_a_message_comes_between_headers_and_trailers() -> None:
     conn = Connection(max_message_bytes=1024)
@@ -616,3 +579,114 @@ def test_grpc_message_percent_encoding() -> None:
     assert percent_encode("plain text") == "plain text"
     assert percent_encode("100%") == "100%25"
     assert percent_encode("Größe\n") == "Gr%C3%B6%C3%9Fe%0A"
+
+
+RST_INTERNAL_ERROR = struct.pack(">I", 2)
+
+
+def stream_window_updates(frames: list[tuple[int, int, int, bytes]], stream_id: int) -> int:
+    return sum(struct.unpack(">I", p)[0] for kind, _, sid, p in frames if kind == WINDOW_UPDATE and sid == stream_id)
+
+
+def test_the_stream_window_reopens_only_as_the_application_releases_what_it_read() -> None:
+    window = 65535
+    conn = Connection(max_message_bytes=1 << 20, stream_window=window)
+    try:
+        conn.output()
+        message = grpc_message(b"r" * 995)  # 1000 bytes on the wire
+        body = message * 1000
+        conn.receive(client_start() + frame(SETTINGS, ACK, 0) + request_headers(1, BIDI))
+        events: list[Event] = []
+        sent, credit = 0, window
+        for _ in range(50):  # the client sends whatever the server allows
+            if not credit:
+                break
+            chunk = body[sent : sent + credit]
+            events += conn.receive(
+                b"".join(frame(DATA, 0, 1, chunk[i : i + 16384]) for i in range(0, len(chunk), 16384))
+            )
+            sent += len(chunk)
+            credit = stream_window_updates(parse_frames(conn.output()), 1)
+        assert credit == 0, "the window of a stream whose messages nobody took kept opening"
+        assert sent <= 3 * window
+        messages = [e for e in events if e[0] == MESSAGE]
+        assert len(messages) == sent // len(message)
+        # the connection window is not held back, so other streams of the connection still flow
+        conn.receive(request_headers(3, ECHO) + frame(DATA, END_STREAM, 3, grpc_message(b"other")))
+        # taking the messages gives the window back
+        for event in messages:
+            conn.release(1, 5 + len(event[2]))
+        assert stream_window_updates(parse_frames(conn.output()), 1) > 0
+    finally:
+        conn.close()
+
+
+def test_the_response_queue_of_a_stream_reports_when_it_is_over_its_limit() -> None:
+    conn = Connection(max_message_bytes=1 << 20, send_queue_limit=100_000)
+    try:
+        conn.receive(client_start() + request_headers(1, STREAM, end_stream=True))
+        assert conn.send_message(1, b"s" * 60_000) is False
+        assert conn.queued(1) == 60_005
+        assert conn.send_message(1, b"s" * 60_000) is True  # more than 100 000 bytes wait for the client
+        conn.output()  # the client's initial window (65 535 bytes) lets part of it go
+        assert conn.queued(1) == 2 * 60_005 - 65535
+        conn.receive(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 20))
+                     + frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 1 << 20)))  # fmt: skip
+        conn.output()
+        assert conn.queued(1) == 0
+        conn.send_trailers(1, 0)
+        conn.output()
+        assert conn.receive(b"") == [(CLOSED, 1, 0)]
+        assert conn.queued(1) == -1
+    finally:
+        conn.close()
+
+
+def hpack_bomb(stream_id: int, path: str, copies: int) -> bytes:
+    """A request whose one 4000-byte header is added to the HPACK table once, then referenced `copies` times."""
+    fields = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "localhost"),
+              ("content-type", "application/grpc"), ("te", "trailers")]  # fmt: skip
+    block = b"".join(hpack_literal(name, value) for name, value in fields)
+    value = b"b" * 4000
+    block += b"\x40" + hpack_integer(5, 7) + b"x-big" + hpack_integer(len(value), 7) + value  # incremental indexing
+    block += bytes([0x80 | 62]) * copies  # indexed: the entry just added, 4 KB each time
+    return frame(HEADERS_FRAME, END_HEADERS, stream_id, block)
+
+
+def test_a_header_list_over_16_kib_is_answered_without_a_request_event() -> None:
+    conn = Connection(max_message_bytes=1024)
+    try:
+        events = conn.receive(client_start() + hpack_bomb(1, ECHO, copies=2000)  # 8 MB of headers, decoded
+                              + frame(DATA, END_STREAM, 1, grpc_message(b"x")) + request_headers(3, ECHO))  # fmt: skip
+        assert [e[0] for e in events] == [REQUEST]  # only stream 3
+        assert events[0][1] == 3
+        frames = parse_frames(conn.output())
+        answer = [(kind, flags) for kind, flags, stream_id, _ in frames if stream_id == 1]
+        assert answer[0] == (HEADERS_FRAME, END_HEADERS | END_STREAM)  # Trailers-Only
+        assert conn.open_streams == 1
+        assert conn.receive(b"") == []  # no CLOSED for a stream that never was a call
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(":method", "GET"), (":scheme", "http"), (":authority", "x"), ("te", "trailers")],
+        [(":method", "PUT"), (":scheme", "http"), (":authority", "x"), ("te", "trailers")],
+        [(":method", "POST"), (":scheme", "http"), (":authority", "x")],
+    ],
+    ids=["GET", "PUT", "without te"],
+)
+def test_a_request_that_is_not_a_grpc_post_is_reset_without_a_request_event(fields: list[tuple[str, str]]) -> None:
+    conn = Connection(max_message_bytes=1024)
+    try:
+        block = b"".join(hpack_literal(name, value) for name, value in [(":path", ECHO), *fields])
+        events = conn.receive(client_start() + frame(HEADERS_FRAME, END_HEADERS, 1, block)
+                              + frame(DATA, END_STREAM, 1, grpc_message(b"x")))  # fmt: skip
+        assert events == []
+        answer = [(kind, payload) for kind, _, stream_id, payload in parse_frames(conn.output()) if stream_id == 1]
+        assert answer == [(RST_STREAM, RST_INTERNAL_ERROR)]
+        assert conn.open_streams == 0 and conn.receive(b"") == []
+    finally:
+        conn.close()
