@@ -25,6 +25,7 @@ from edgewise.runtime.agent.errors import HealthCheckError
 
 _POLL_FIRST = 0.01  # seconds before the second probe of a starting module; doubled up to _POLL
 _POLL = 0.1  # seconds between probes while waiting for a module
+_READY_WAIT = 10.0  # seconds one admin request may wait for a live module to become ready
 _MAX_CHANNELS = 256
 
 
@@ -160,6 +161,8 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
             last = "a model is still loading"
         else:
             last = result.detail
+            if result.live and await _wait_ready(admin_dir, min(_READY_WAIT, remaining)):
+                continue  # ready now: probe again at once
         await asyncio.sleep(pause)
         pause = min(_POLL, pause * 2)
     if warmup:
@@ -167,6 +170,20 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
             if not alive():
                 raise HealthCheckError("the module exited during its warm-up inference")
             await _warm_up(admin_dir, name, timeout=max(1.0, deadline - time.monotonic()))
+
+
+async def _wait_ready(admin_dir: Path, seconds: float) -> bool:
+    """Hold one admin request until the server says it is ready (or `seconds` pass): a module that loads for a
+    while is then asked once, not every `_POLL`. False when it is not ready yet or cannot say."""
+    if seconds < 0.05:
+        return False
+    try:
+        status, raw = await unixhttp.get_async(
+            admin_dir / "http.sock", f"/v2/admin/state?wait_ready={seconds:.3f}", timeout=seconds + 2.0
+        )
+        return status == 200 and bool(json.loads(raw).get("ready"))
+    except (OSError, TimeoutError, ValueError, AttributeError):
+        return False
 
 
 async def _models_loaded(admin_dir: Path, *, timeout: float) -> list[str] | None:

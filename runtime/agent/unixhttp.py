@@ -6,6 +6,7 @@ never loads an HTTP client library.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
@@ -31,9 +32,7 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def request(
-    target: Path | str, method: str, path: str, *, body: Any = None, timeout: float = 5.0
-) -> tuple[int, bytes]:
+def request(target: Path | str, method: str, path: str, *, body: Any = None, timeout: float = 5.0) -> tuple[int, bytes]:
     """One request to a unix socket (a Path) or "host:port" (a str); (status, body). OSError when unreachable."""
     if isinstance(target, Path):
         connection: http.client.HTTPConnection = UnixHTTPConnection(target, timeout)
@@ -52,3 +51,33 @@ def request(
         raise OSError(f"bad HTTP answer from {target}: {exc!r}") from None
     finally:
         connection.close()
+
+
+async def get_async(socket_path: Path, path: str, *, timeout: float) -> tuple[int, bytes]:
+    """A GET on the event loop, holding no thread: for requests the server may hold open (long polls).
+
+    (status, body); OSError when unreachable or the answer is not HTTP, TimeoutError after `timeout`."""
+    return await asyncio.wait_for(_get(socket_path, path), timeout)
+
+
+async def _get(socket_path: Path, path: str) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_unix_connection(str(socket_path))
+    try:
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nConnection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise OSError(f"bad HTTP answer from {socket_path}: {lines[0][:80]!r}")
+        length = next(
+            (int(v) for k, _, v in (x.partition(":") for x in lines[1:]) if k.lower() == "content-length"), None
+        )
+        body = await (reader.readexactly(length) if length is not None else reader.read())
+        return int(parts[1]), body
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        raise OSError(f"bad HTTP answer from {socket_path}: {exc!r}") from None
+    finally:
+        writer.close()

@@ -37,6 +37,7 @@ from starlette.routing import BaseRoute, Route
 
 log = logging.getLogger("edgewise.scoring")
 _ACCEPTED_REQUEST_WAIT = 0.2  # seconds between closing the listeners and closing idle connections
+_MAX_READY_WAIT = 30.0  # seconds an admin `state?wait_ready=` request may be held
 _KEEPALIVE_DRAIN = 1.0  # seconds kept-alive clients get to pick up a `Connection: close` before the rest close
 
 
@@ -161,6 +162,7 @@ class ScoringServer:
         self.registry = ModelRegistry(settings.model_repository, loader=loader, metrics=self.metrics)
         self.dataplane = DataPlane(self.registry, strict_readiness=settings.strict_readiness, sampling=settings)
         self._stop = asyncio.Event()
+        self._ready_event = asyncio.Event()  # set while ready (health serving); admin long-polls wait on it
         self._health = grpc_health.aio.HealthServicer()
         self._listen_lock = asyncio.Lock()
         self._stopping = False
@@ -292,6 +294,12 @@ class ScoringServer:
             return JSONResponse({"http_port": http_port, "grpc_port": grpc_port})
 
         async def state(request: Request) -> Response:
+            """With `?wait_ready=SECONDS` (at most 30), answers once the server is ready or that time is up:
+            the agent's wait for a starting module is one request instead of a probe every few milliseconds."""
+            wait = _wait_seconds(request.query_params.get("wait_ready"))
+            if wait and not self.dataplane.ready() and not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ready_event.wait(), wait)
             open_ = self._public is not None
             return JSONResponse(
                 {
@@ -310,6 +318,7 @@ class ScoringServer:
         """Drain: stop accepting everywhere, let in-flight requests finish within the grace period."""
         async with self._listen_lock:
             self._stopping = True
+            self._ready_event.set()  # admin requests waiting for readiness answer now (not ready, stopping)
             if self._public_app is not None:
                 self._public_app.draining = True
         groups = [g for g in (self._public, self._admin) if g is not None]
@@ -354,6 +363,10 @@ class ScoringServer:
                 if ready != serving:
                     serving = ready
                     await set_serving(health, ready)
+                    if ready:
+                        self._ready_event.set()
+                    else:
+                        self._ready_event.clear()
                     log.info("edgewise-score %s", "ready" if ready else "not ready")
                 if self.settings.poll_interval <= 0:
                     await stop
@@ -361,6 +374,15 @@ class ScoringServer:
                 await asyncio.wait({stop}, timeout=self.settings.poll_interval)
         finally:
             stop.cancel()
+
+
+def _wait_seconds(value: str | None) -> float:
+    """The `wait_ready` query value as seconds within 0..30; 0 when absent or not a number."""
+    try:
+        seconds = float(value) if value else 0.0
+    except ValueError:
+        return 0.0
+    return min(max(seconds, 0.0), _MAX_READY_WAIT) if seconds == seconds else 0.0
 
 
 def preload() -> None:
@@ -371,6 +393,8 @@ def preload() -> None:
     from edgewise.runtime.scoring import cli  # noqa: F401
 
     native.available()  # load the compiled gRPC transport now: every forked server shares it
+    with contextlib.suppress(ImportError):
+        importlib.import_module("uvloop")  # its event loop costs a forked server 13 ms to import
     for name in (
         "edgewise.runtime.scoring.backends.onnx",
         *(target.split(":")[0] for target in (uvicorn.config.HTTP_PROTOCOLS["auto"], uvicorn.config.LIFESPAN["off"])),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from tests.support import wait_until
 
 OPSET = 17
 
@@ -174,6 +178,28 @@ def fifo_model(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.mkfifo(path)
     return path
+
+
+def feed_fifo(path: Path, data: bytes) -> None:
+    """Write the model into the named pipe once the server has opened it for reading (bounded wait)."""
+
+    def open_writer() -> int | None:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no reader yet
+                return None
+            raise
+
+    fd = wait_until(open_writer, timeout=60, what="the server to open the model file")
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def write_atomically(target_dir: Path, build: Callable[[Path], object]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import json
 import shutil
@@ -15,7 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.runtime.scoring.builders import identity_model
+from tests.runtime.scoring.builders import feed_fifo, fifo_model, identity_model
 from tests.support import _SCORE, HOST, free_port, start_server, wait_until
 
 
@@ -139,3 +140,32 @@ def test_listen_reports_a_port_it_cannot_bind(repo: Path, admin_dir: Path, tmp_p
         process.terminate()
         process.wait(15)
         blocker.close()
+
+
+def test_state_waits_for_readiness_when_asked(admin_dir: Path, tmp_path: Path) -> None:
+    """`state?wait_ready=S` is held while a model loads (here: until the test writes it into a named pipe)."""
+    repo = tmp_path / "models"
+    pipe = fifo_model(repo / "m" / "1" / "model.onnx")
+    model = tmp_path / "model.onnx"
+    identity_model(model, "FP32")
+    argv = [_SCORE, "--model-repository", str(repo), "--host", HOST, "--http-port", "0", "--grpc-port", "0"]
+    argv += ["--admin-socket-dir", str(admin_dir), "--defer-listen"]
+    with (tmp_path / "log").open("wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: answers(admin_dir / "http.sock"), what="the admin socket")
+        status, body = call(admin_dir / "http.sock", "GET", "/v2/admin/state?wait_ready=0.3")
+        assert status == 200 and json.loads(body)["ready"] is False  # the wait ran out: not ready yet
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(call, admin_dir / "http.sock", "GET", "/v2/admin/state?wait_ready=25")
+            with pytest.raises(concurrent.futures.TimeoutError):
+                held.result(timeout=0.5)  # still held: the model has not arrived
+            feed_fifo(pipe, model.read_bytes())
+            status, body = held.result(timeout=30)
+        assert status == 200 and json.loads(body)["ready"] is True
+        for bad in ("abc", "-1", "nan"):  # not a wait: answered at once
+            assert call(admin_dir / "http.sock", "GET", f"/v2/admin/state?wait_ready={bad}")[0] == 200
+    finally:
+        process.terminate()
+        process.wait(15)
+    assert process.returncode == 0

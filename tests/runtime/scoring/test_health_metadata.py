@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import os
 import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from edgewise import __version__
 from examples.models import matmul_model, mlp_model
-from tests.runtime.scoring.builders import fifo_model, identity_model, upper_model
+from tests.runtime.scoring.builders import feed_fifo, fifo_model, identity_model, upper_model
 from tests.support import ServerProcess, free_port, wait_until, write_config
 
 INFERENCE_SERVICE = "inference.GRPCInferenceService"
@@ -211,28 +208,6 @@ def test_renamed_tensors_serve_under_their_new_names(grpc_client: grpcclient.Inf
 # -- liveness before readiness -----------------------------------------------------------------------
 
 
-def _feed_fifo(path: Path, data: bytes) -> None:
-    """Write the model into the named pipe once the server has opened it for reading (bounded wait)."""
-
-    def open_writer() -> int | None:
-        try:
-            return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # no reader yet
-                return None
-            raise
-
-    fd = wait_until(open_writer, timeout=60, what="the server to open the model file")
-    try:
-        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-
-
 def test_live_while_a_model_is_still_loading(
     server_factory: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
@@ -268,7 +243,7 @@ def test_live_while_a_model_is_still_loading(
     assert info.value.status() == "StatusCode.UNAVAILABLE"
     assert "loading" in info.value.message()
 
-    _feed_fifo(server.repo / "slow" / "1" / "model.onnx", model_bytes)
+    feed_fifo(server.repo / "slow" / "1" / "model.onnx", model_bytes)
     wait_until(server.is_ready, timeout=60, what="the server to become ready")
     assert grpc_client.is_server_ready()
     assert grpc_client.is_model_ready("slow")
