@@ -176,6 +176,7 @@ class _CpuWindow:
             "window_s": round(wall, 2),
             "agents_process": round(time.process_time() - self._process, 2),
             "modules": round(modules + self._launcher_cpu() - self._launchers, 2),
+            "of_which_launcher": round(self._launcher_cpu() - self._launchers, 2),
             "workspace_service_and_broker": round(cpu_seconds(self._service_pid) - self._service, 2),
             "machine_busy": round(_machine_busy() - self._machine, 2),
             "machine_capacity": round(wall * (os.cpu_count() or 1), 2),

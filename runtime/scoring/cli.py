@@ -30,6 +30,10 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
     parser.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--intra-op-threads", type=int, default=0, help="onnxruntime threads (0: auto)")
     parser.add_argument(
+        "--intra-op-spinning", action="store_true",
+        help="let onnxruntime's threads busy-wait between runs: a little lower latency for a CPU kept busy",
+    )
+    parser.add_argument(
         "--admin-socket-dir", type=Path, help="private HTTP (DIR/http.sock) and gRPC (DIR/grpc.sock) listeners"
     )
     parser.add_argument(
@@ -61,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
         strict_readiness=opts.strict_readiness,
         max_message_bytes=opts.max_message_bytes,
         intra_op_threads=opts.intra_op_threads,
+        intra_op_spinning=opts.intra_op_spinning,
         admin_socket_dir=opts.admin_socket_dir,
         defer_listen=opts.defer_listen,
         grpc_engine=opts.grpc_engine,

@@ -158,7 +158,11 @@ class ScoringServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.metrics = ServerMetrics() if settings.metrics else None
-        loader = functools.partial(load_backend, intra_op_threads=settings.intra_op_threads)
+        loader = functools.partial(
+            load_backend,
+            intra_op_threads=settings.intra_op_threads,
+            intra_op_spinning=settings.intra_op_spinning,
+        )
         self.registry = ModelRegistry(settings.model_repository, loader=loader, metrics=self.metrics)
         self.dataplane = DataPlane(self.registry, strict_readiness=settings.strict_readiness, sampling=settings)
         self._stop = asyncio.Event()

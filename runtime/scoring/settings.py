@@ -17,6 +17,7 @@ class ServerSettings:
     strict_readiness: bool = False
     max_message_bytes: int = 64 * 1024 * 1024
     intra_op_threads: int = 0  # onnxruntime threads per model; 0 lets it choose
+    intra_op_spinning: bool = False  # let those threads busy-wait between runs (lower latency, CPU kept busy)
     # "native": HTTP/2 and gRPC framing in C (libnghttp2); "grpcio": grpc.aio; "auto": native when it builds
     grpc_engine: str = "auto"
     grace_period: float = 5.0  # seconds in-flight requests get on shutdown

@@ -9,7 +9,9 @@ from edgewise.runtime.scoring.errors import ModelLoadError
 from edgewise.runtime.scoring.repository import ModelConfig, is_fpga, is_script
 
 
-def load_backend(path: Path, config: ModelConfig, *, intra_op_threads: int = 0) -> Backend:
+def load_backend(
+    path: Path, config: ModelConfig, *, intra_op_threads: int = 0, intra_op_spinning: bool = False
+) -> Backend:
     if is_script(path, config):
         from edgewise.runtime.scoring.backends.script import ScriptBackend
 
@@ -40,6 +42,7 @@ def load_backend(path: Path, config: ModelConfig, *, intra_op_threads: int = 0) 
             input_names=config.input_names,
             output_names=config.output_names,
             intra_op_threads=intra_op_threads,
+            intra_op_spinning=intra_op_spinning,
         )
     raise ModelLoadError(
         f"{path}: no backend serves {path.suffix or 'extensionless'} files; use .onnx, a scoring script "

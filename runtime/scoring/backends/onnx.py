@@ -44,9 +44,13 @@ class OnnxBackend(Backend):
         input_names: dict[str, str] | None = None,
         output_names: dict[str, str] | None = None,
         intra_op_threads: int = 0,
+        intra_op_spinning: bool = False,
     ) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        # onnxruntime's pool threads busy-wait after every run unless told not to: on a device that is CPU a
+        # module burns while idle (about 50 ms per start here) and takes from its neighbours.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if intra_op_spinning else "0")
         options.inter_op_num_threads = 1
         try:
             self._session = ort.InferenceSession(
