@@ -18,7 +18,6 @@ from typing import Any, Protocol
 from edgewise.runtime.agent.drivers.forking import ForkSpec, LauncherCommand, LauncherSpec, RootDir
 from edgewise.runtime.agent.errors import ModuleError
 from edgewise.runtime.agent.model import ModuleSettings
-from edgewise.runtime.scoring.h2grpc import native
 
 SCORE_COMMAND = "edgewise-score"
 MODELS_DIR = PurePosixPath("/var/lib/edgewise/models")
@@ -177,8 +176,13 @@ def under(path: str | PurePosixPath, root: PurePosixPath) -> PurePosixPath | Non
 MODULE_ENV_DEFAULTS = {"ORT_DISABLE_TELEMETRY": "1"}
 
 
+TRANSPORT_LIBRARY_ENV = "EDGEWISE_H2GRPC_LIBRARY"  # the scoring server's native.LIBRARY_ENV
+
+
 def transport_library() -> Path | None:
     """The scoring server's compiled gRPC transport, built once by the agent so that modules never compile it."""
+    from edgewise.runtime.scoring.h2grpc import native  # cffi is loaded by the first module start, not at idle
+
     return native.prebuilt_library()
 
 
@@ -187,7 +191,7 @@ def module_env(launch: LaunchSpec, *, home: str, path: str) -> dict[str, str]:
     env = {"PATH": path, "HOME": home, "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", **MODULE_ENV_DEFAULTS}
     library = transport_library()
     if library is not None:
-        env[native.LIBRARY_ENV] = str(library)
+        env[TRANSPORT_LIBRARY_ENV] = str(library)
     for item in launch.image_config.get("Env") or []:
         key, sep, value = str(item).partition("=")
         if sep and key not in ("PATH", "HOME"):

@@ -15,7 +15,6 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import stat
 import subprocess
 import tempfile
@@ -29,6 +28,7 @@ from cffi import FFI  # type: ignore[import-untyped]
 
 from edgewise._exceptions import EdgewiseError
 from edgewise._paths import cache_dir as user_cache_dir
+from edgewise._paths import find_program, writable_dir
 
 log = logging.getLogger("edgewise.scoring.h2grpc")
 
@@ -85,11 +85,9 @@ class Native:
 
 def find_compiler() -> str:
     """$CC, else the first of cc, gcc, clang on PATH."""
-    candidates = [os.environ["CC"]] if os.environ.get("CC") else ["cc", "gcc", "clang"]
-    for candidate in candidates:
-        found = shutil.which(candidate)
-        if found:
-            return found
+    found, candidates = find_program("CC", ("cc", "gcc", "clang"))
+    if found:
+        return found
     raise NativeTransportUnavailable(
         f"the native gRPC transport is compiled on first use and no C compiler ({', '.join(candidates)}) is "
         "installed; install gcc (`apt-get install gcc`)"
@@ -148,14 +146,6 @@ def _digest(source: bytes, compiler_identity: str, nghttp2_version: str) -> str:
     return digest.hexdigest()
 
 
-def _writable(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK | os.X_OK)
-
-
 def _private(folder: Path) -> bool:
     """A shared temporary folder is only trusted when it is ours and nobody else can write to it."""
     info = folder.lstat()
@@ -165,10 +155,10 @@ def _private(folder: Path) -> bool:
 def cache_dir() -> Path:
     """$EDGEWISE_H2GRPC_CACHE or the user's cache; a private folder under the temporary folder if not writable."""
     folder = user_cache_dir(CACHE_ENV, "h2grpc")
-    if _writable(folder):
+    if writable_dir(folder, mode=0o700):
         return folder
     fallback = Path(tempfile.gettempdir()) / f"edgewise-h2grpc-{os.getuid()}"
-    if not _writable(fallback) or not _private(fallback):
+    if not writable_dir(fallback, mode=0o700) or not _private(fallback):
         raise NativeTransportUnavailable(
             f"no writable folder for the compiled gRPC transport: {folder} is not writable and {fallback} is not "
             f"a private folder of this user; set {CACHE_ENV} to a writable folder"

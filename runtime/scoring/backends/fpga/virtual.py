@@ -13,7 +13,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -26,6 +25,7 @@ from cffi import FFI  # type: ignore[import-untyped]
 from edgewise.runtime.scoring.errors import InferenceFailedError, InvalidInputError, ModelLoadError
 
 from edgewise._paths import cache_dir as user_cache_dir
+from edgewise._paths import find_program, writable_dir
 
 log = logging.getLogger("edgewise.scoring.fpga")
 
@@ -62,21 +62,13 @@ def default_cache_dir() -> Path:
     return user_cache_dir(CACHE_ENV, "virtual-fpga")
 
 
-def _writable(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK | os.X_OK)
-
-
 def cache_dir(preferred: Path | None = None) -> Path:
     """`preferred`, else $EDGEWISE_VIRTUAL_FPGA_CACHE or the user's cache; a temporary folder if not writable."""
     folder = preferred or default_cache_dir()
-    if _writable(folder):
+    if writable_dir(folder):
         return folder
     fallback = Path(tempfile.gettempdir()) / f"edgewise-virtual-fpga-{os.getuid()}"
-    if not _writable(fallback):
+    if not writable_dir(fallback):
         raise ModelLoadError(f"no writable folder for the virtual FPGA's compiled designs: {folder}, {fallback}")
     log.warning("%s is not writable; caching compiled designs in %s", folder, fallback)
     return fallback
@@ -84,11 +76,9 @@ def cache_dir(preferred: Path | None = None) -> Path:
 
 def find_compiler() -> str:
     """$CXX, else the first of c++, g++, clang++ on PATH."""
-    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
-    for candidate in candidates:
-        found = shutil.which(candidate)
-        if found:
-            return found
+    found, candidates = find_program("CXX", ("c++", "g++", "clang++"))
+    if found:
+        return found
     raise ModelLoadError(
         f"the virtual FPGA needs a C++ compiler to build the design, and none of {', '.join(candidates)} is "
         "installed; install one (for example `apt-get install g++`)"

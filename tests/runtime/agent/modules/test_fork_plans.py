@@ -176,3 +176,21 @@ def test_a_pool_forks_only_what_it_can_fork_safely(make_launch: LaunchFactory) -
     pool.close()
     assert pool.plan(PlainSandbox(), make_launch(3)) is None
     assert LauncherSpec.of(sandbox="none", env={"HOME": "/x", "B": "2", "A": "1"}).env == (("A", "1"), ("B", "2"))
+
+
+def test_modules_get_the_compiled_grpc_transport_instead_of_compiling_it(
+    make_launch: LaunchFactory, tmp_path: Path
+) -> None:
+    from edgewise.runtime.agent.drivers.base import TRANSPORT_LIBRARY_ENV
+    from edgewise.runtime.scoring.h2grpc import native
+
+    assert TRANSPORT_LIBRARY_ENV == native.LIBRARY_ENV
+    library = native.load().library
+    launch = make_launch()
+    assert PlainSandbox().command(launch).env[TRANSPORT_LIBRARY_ENV] == str(library)
+    argv = BubblewrapSandbox(executable="bwrap").command(launch).argv
+    binds = list(zip(argv, argv[1:], argv[2:], strict=False))
+    assert ("--ro-bind", str(library), str(library)) in binds  # a sandboxed module can read it at that path
+    spec = LauncherSpec.of(sandbox="bubblewrap", env={}, roots=(RootDir(path=tmp_path, writable=True),))
+    layout = BubblewrapSandbox(executable="bwrap").launcher_command(spec, control_fd=3).fd_args
+    assert ("--ro-bind", str(library), str(library)) in list(zip(layout, layout[1:], layout[2:], strict=False))
