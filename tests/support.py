@@ -158,3 +158,16 @@ def start_server(repo: Path, *args: str, log_path: Path | None = None, ready: bo
 def write_config(model_dir: Path, **config: Any) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "config.json").write_text(json.dumps(config))
+
+
+def require_native_grpc() -> None:
+    """Skip when the native gRPC transport cannot be built here (it needs gcc and libnghttp2-dev), with the reason;
+    fail instead under EDGEWISE_REQUIRE_NATIVE_GRPC=1, as CI sets, so that a broken build is never a quiet skip."""
+    from edgewise.runtime.scoring.h2grpc import native
+
+    reason = native.available()
+    if reason is None:
+        return
+    if os.environ.get("EDGEWISE_REQUIRE_NATIVE_GRPC") == "1":
+        pytest.fail(f"the native gRPC transport must build here: {reason}")
+    pytest.skip(f"the native gRPC transport is unavailable: {reason}")

@@ -16,6 +16,7 @@ from edgewise.runtime.agent.launcher import LauncherPool
 from edgewise.runtime.agent.slots import StartSlots
 
 from tests.runtime.agent.modules.conftest import LaunchFactory
+from tests.support import require_native_grpc
 
 
 def test_a_plain_fork_is_the_command_it_replaces(make_launch: LaunchFactory, tmp_path: Path) -> None:
@@ -184,6 +185,7 @@ def test_modules_get_the_compiled_grpc_transport_instead_of_compiling_it(
     from edgewise.runtime.agent.drivers.base import TRANSPORT_LIBRARY_ENV
     from edgewise.runtime.scoring.h2grpc import native
 
+    require_native_grpc()
     assert TRANSPORT_LIBRARY_ENV == native.LIBRARY_ENV
     library = native.load().library
     launch = make_launch()
