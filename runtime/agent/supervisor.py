@@ -163,15 +163,7 @@ class Supervisor:
                 launched = None
         if launched is None:
             return await asyncio.to_thread(self.start, launch)
-        with self._lock:
-            self._children[launched.pid] = (launched.start_ticks, launched)
-        return ModuleProcess(
-            pid=launched.pid,
-            start_ticks=launched.start_ticks,
-            started_at=started_at,
-            generation=launch.generation,
-            admin_dir=launch.admin_dir,
-        )
+        return self._track(launch, launched.pid, launched.start_ticks, launched, started_at)
 
     def start(self, launch: LaunchSpec) -> ModuleProcess:
         """Start the module in its sandbox, in a session of its own, appending its output to its log. Blocking."""
@@ -195,15 +187,23 @@ class Supervisor:
         if stat is None:  # the wrapper died before anything ran inside it
             process.wait()
             raise ModuleError(f"module {launch.module} exited as it started; see {launch.log_path}")
+        return self._track(launch, stat.pid, stat.start_ticks, process, started_at)
+
+    def _track(
+        self,
+        launch: LaunchSpec,
+        pid: int,
+        start_ticks: int,
+        handle: subprocess.Popen[bytes] | LaunchedProcess,
+        started_at: float,
+    ) -> ModuleProcess:
+        """Remember a module this supervisor started (to reap it) and describe it."""
         with self._lock:
-            self._children[stat.pid] = (stat.start_ticks, process)
+            self._children[pid] = (start_ticks, handle)
         return ModuleProcess(
-            pid=stat.pid,
-            start_ticks=stat.start_ticks,
-            started_at=started_at,
-            generation=launch.generation,
+            pid=pid, start_ticks=start_ticks, started_at=started_at, generation=launch.generation,
             admin_dir=launch.admin_dir,
-        )
+        )  # fmt: skip
 
     def adopt(
         self, *, pid: int, start_ticks: int, started_at: float, generation: int, admin_dir: Path

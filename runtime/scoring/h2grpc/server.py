@@ -52,7 +52,8 @@ class _CallDetails(NamedTuple):
 
 
 class AbortError(Exception):
-    """Raised by `ServicerContext.abort`: ends the call with its status; never escapes the server."""
+    """Ends a call with its status (raised by `ServicerContext.abort`, and by the server when a request cannot be
+    read); never escapes the server."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
@@ -340,7 +341,7 @@ class _Session(asyncio.Protocol):
         self.server._sessions.discard(self)
         if self._writable is not None:
             self._writable.set()
-        self.server._session_gone()
+        self.server._session_idle()
 
     def pause_writing(self) -> None:
         """The client takes its answers slower than they come: read no more requests until it catches up,
@@ -390,7 +391,7 @@ class _Session(asyncio.Protocol):
         if compressed:
             try:
                 payload = self._decompress(call, payload)
-            except _CallFailed as failure:
+            except AbortError as failure:
                 self._fail(call, failure.code, failure.details)
                 return
         if call.messages is not None:
@@ -478,8 +479,6 @@ class _Session(asyncio.Protocol):
             if not call.finished:
                 self._end(call, grpc.StatusCode.CANCELLED, "the server cancelled the call")
             raise
-        except _CallFailed as failure:
-            self._end(call, failure.code, failure.details)
         except Exception as exc:
             log.exception("gRPC method %s failed", _method_name(call))
             self._end(call, grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")  # grpcio's words
@@ -514,13 +513,13 @@ class _Session(asyncio.Protocol):
         elif encoding == "deflate":
             inflater = zlib.decompressobj()
         else:
-            raise _CallFailed(grpc.StatusCode.UNIMPLEMENTED, f"grpc-encoding {encoding!r} is not supported")
+            raise AbortError(grpc.StatusCode.UNIMPLEMENTED, f"grpc-encoding {encoding!r} is not supported")
         try:
             out = inflater.decompress(payload, limit + 1)
         except zlib.error as exc:
-            raise _CallFailed(grpc.StatusCode.INTERNAL, f"cannot decompress the message: {exc}") from None
+            raise AbortError(grpc.StatusCode.INTERNAL, f"cannot decompress the message: {exc}") from None
         if len(out) > limit:
-            raise _CallFailed(
+            raise AbortError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"received message larger than max (more than {limit} bytes)"
             )
         return out
@@ -665,13 +664,6 @@ class _Session(asyncio.Protocol):
         self._close_transport()
 
 
-class _CallFailed(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-
-
 def _method_name(call: _Call) -> str:
     return getattr(call.method.unary_unary or call.method.unary_stream or call.method.stream_unary
                    or call.method.stream_stream, "__qualname__", "?")  # fmt: skip
@@ -775,8 +767,6 @@ class NativeServer:
         if self._idle is not None and not self._busy():
             self._idle.set()
 
-    def _session_gone(self) -> None:
-        self._session_idle()
 
 
 def _tcp_listener(address: str, *, reuseport: bool) -> socket.socket:
