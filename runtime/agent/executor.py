@@ -101,15 +101,10 @@ class Executor:
                 continue
             ok = detail is None
             outcomes.append(Outcome(module=command.module, step=command.describe(), ok=ok, detail=detail or ""))
-        try:
-            await self._state.saved()
-        except Exception as exc:  # the records in memory stay right; the next save of each module writes them
-            if not isinstance(exc, OSError):
-                log.exception("saving the module records failed unexpectedly")
-            else:
-                log.warning("could not save the module records: %s", exc)
+        failure = await self._state.saved_or_error()
+        if failure is not None:
             modules = sorted({c.module for c in others})
-            outcomes.extend(Outcome(module=m, step="save its record", ok=False, detail=str(exc)) for m in modules)
+            outcomes.extend(Outcome(module=m, step="save its record", ok=False, detail=str(failure)) for m in modules)
         return outcomes
 
     async def _pull(

@@ -191,12 +191,7 @@ class Reconciler:
                 for name in [n for n in self._exit_codes if n not in self.processes]:
                     self._exit_codes.pop(name, None)
                 await self._collect_garbage()
-            try:
-                await self._state.saved()  # what the report says is on disk first
-            except OSError as exc:
-                log.warning("could not save the agent's state: %s", exc)
-            except Exception:  # the pass still ends with a report
-                log.exception("saving the agent's state failed unexpectedly")
+            await self._state.saved_or_error()  # what the report says is on disk first; it is sent either way
             self._observe_deployment()
             report = self.reported_state()
         if self._metrics is not None and self._spool is not None:

@@ -241,6 +241,18 @@ class StateDir:
         (OSError: that file keeps its previous content)."""
         await self._writer.flushed()
 
+    async def saved_or_error(self) -> Exception | None:
+        """`saved()` for callers that go on either way: a failed write is logged and returned, not raised."""
+        try:
+            await self.saved()
+        except OSError as exc:
+            log.warning("could not save the agent's state: %s", exc)
+            return exc
+        except Exception as exc:  # the records in memory stay right; the next save of each writes them
+            log.exception("saving the agent's state failed unexpectedly")
+            return exc
+        return None
+
     @property
     def manifest_path(self) -> Path:
         return self.root / "manifest.json"
