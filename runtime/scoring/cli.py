@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -13,7 +14,9 @@ from pathlib import Path
 from edgewise.runtime.scoring.settings import ServerSettings
 
 
-def parse_args(argv: list[str] | None = None) -> ServerSettings:
+@functools.cache
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line's parser (parsing leaves it unchanged, so one serves every call)."""
     parser = argparse.ArgumentParser(prog="edgewise-score", description=__doc__)
     parser.add_argument("--model-repository", type=Path, required=True, help="DIR/{model}/{version}/model.onnx")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
@@ -47,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
     parser.add_argument("--sample-rate", type=float, default=0.0, help="fraction of inferences to sample (0-1)")
     parser.add_argument("--sample-file-max-bytes", type=int, default=16 * 1024 * 1024)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"])
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> ServerSettings:
+    parser = argument_parser()
     opts = parser.parse_args(argv)
     logging.basicConfig(
         level=opts.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr

@@ -24,6 +24,7 @@ import uvicorn
 from edgewise.runtime.scoring.backends import load_backend
 from edgewise.runtime.scoring.dataplane import DataPlane
 from edgewise.runtime.scoring.h2grpc import native
+from edgewise.runtime.scoring.h2grpc.connection import Connection
 from edgewise.runtime.scoring.metrics import ServerMetrics
 from edgewise.runtime.scoring.protocol.grpc_api import GrpcServer, build_grpc_server, set_serving, transport_name
 from edgewise.runtime.scoring.protocol.rest_api import build_rest_app
@@ -299,7 +300,8 @@ class ScoringServer:
 
         async def state(request: Request) -> Response:
             """With `?wait_ready=SECONDS` (at most 30), answers once the server is ready or that time is up:
-            the agent's wait for a starting module is one request instead of a probe every few milliseconds."""
+            the agent's wait for a starting module is one request instead of a probe every few milliseconds, and
+            the answer carries the repository index the agent checks next."""
             wait = _wait_seconds(request.query_params.get("wait_ready"))
             if wait and not self.dataplane.ready() and not self._stopping:
                 with contextlib.suppress(TimeoutError):
@@ -313,6 +315,10 @@ class ScoringServer:
                     "grpc_port": self._ports[1] if open_ else None,
                     "ready": self.dataplane.ready(),
                     "stopping": self._stopping,
+                    "models": [
+                        {"name": e.name, "version": e.version, "state": e.state, "reason": e.reason}
+                        for e in self.dataplane.repository_index(False)
+                    ],
                 }
             )
 
@@ -390,17 +396,26 @@ def _wait_seconds(value: str | None) -> float:
 
 
 def preload() -> None:
-    """Import what a start imports lazily (the ONNX backend, uvicorn's protocol and lifespan classes), creating
-    no thread, channel, server or session: for a process that forks servers, so that each one starts warm."""
+    """Import what a start imports lazily (the ONNX backend, uvicorn's protocol and lifespan classes) and do the
+    first-time set-up of onnxruntime and the native transport, leaving no thread, socket, server or session
+    behind: for a process that forks servers, so that each one starts warm."""
     import importlib
 
-    from edgewise.runtime.scoring import cli  # noqa: F401
+    from edgewise.runtime.scoring import cli
+    from edgewise.runtime.scoring.backends.onnx import warm_up_runtime
 
-    native.available()  # load the compiled gRPC transport now: every forked server shares it
+    if native.available() is None:  # load the compiled gRPC transport now: every forked server shares it
+        # and one connection made and dropped binds the library's symbols and cffi's types before the fork
+        Connection(max_message_bytes=1).close()
+    warm_up_runtime()
     with contextlib.suppress(ImportError):
         importlib.import_module("uvloop")  # its event loop costs a forked server 13 ms to import
+    cli.argument_parser()  # built once: a forked server only parses its arguments
+    # Building an app compiles a regular expression per route; compiled here, they stay in `re`'s cache for
+    # every forked server, which builds two apps (about 3 ms of each start otherwise).
+    build_rest_app(DataPlane(ModelRegistry(Path(os.devnull), loader=load_backend)), metrics=None, max_message_bytes=1)
     for name in (
-        "edgewise.runtime.scoring.backends.onnx",
+        "encodings.idna",  # the first getaddrinfo of a host name imports it (the public listeners' port check)
         *(target.split(":")[0] for target in (uvicorn.config.HTTP_PROTOCOLS["auto"], uvicorn.config.LIFESPAN["off"])),
         "uvicorn.protocols.http.h11_impl",
         "uvicorn.protocols.http.httptools_impl",

@@ -11,6 +11,25 @@ from edgewise.runtime.scoring.datatypes import ONNX_TYPES
 from edgewise.runtime.scoring.errors import InferenceFailedError, InvalidInputError, ModelLoadError
 from edgewise.runtime.scoring.types import TensorSpec
 
+# A one-node Identity model (x -> y, FLOAT [1], opset 13, IR version 7) exactly as onnx.helper serializes it;
+# tests/runtime/scoring/test_units.py rebuilds it to check these bytes.
+WARM_UP_MODEL = (
+    b"\x08\x07\x12\x00::\n\x10\n\x01x\x12\x01y\"\x08Identity\x12\x04warmZ\x0f\n\x01x\x12\n\n\x08\x08\x01\x12\x04"
+    b"\n\x02\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\r"
+)
+
+
+def warm_up_runtime() -> None:
+    """Create, run and drop one session that starts no thread: onnxruntime sets up its environment and kernel
+    registry on the first session of a process (about 5 ms here), so a process that forks scoring servers
+    pays that once for all of them."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(WARM_UP_MODEL, sess_options=options, providers=["CPUExecutionProvider"])
+    session.run(None, {"x": np.zeros(1, dtype=np.float32)})
+    del session
+
 
 def _dims(shape: list[int | str | None]) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)

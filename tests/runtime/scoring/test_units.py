@@ -452,3 +452,24 @@ def test_registry_readiness_with_a_failed_model(tmp_path: Path) -> None:
     asyncio.run(registry.poll())
     assert registry.all_ready()
     assert registry.names() == ["good"]
+
+
+def test_the_runtime_warm_up_model_is_what_onnx_serializes_and_leaves_no_thread() -> None:
+    """The launcher warms onnxruntime with these bytes before it forks; a thread left behind would not survive
+    the fork, so none may be started."""
+    import os
+
+    from edgewise.runtime.scoring.backends.onnx import WARM_UP_MODEL, warm_up_runtime
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "warm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7, producer_name="")
+    assert model.SerializeToString() == WARM_UP_MODEL
+    threads = set(os.listdir("/proc/self/task"))
+    warm_up_runtime()
+    assert set(os.listdir("/proc/self/task")) <= threads
