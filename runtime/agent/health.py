@@ -46,8 +46,8 @@ def admin_request(
 async def admin_call(
     admin_dir: Path, method: str, path: str, *, body: Any = None, timeout: float = 5.0
 ) -> tuple[int, bytes]:
-    """`admin_request` without blocking the event loop."""
-    return await asyncio.to_thread(admin_request, admin_dir, method, path, body=body, timeout=timeout)
+    """`admin_request` on the event loop (no thread). OSError when unreachable, TimeoutError after `timeout`."""
+    return await unixhttp.request_async(admin_dir / "http.sock", method, path, body=body, timeout=timeout)
 
 
 class _Channels:
@@ -112,19 +112,19 @@ async def _grpc_serving(admin_dir: Path, timeout: float) -> tuple[bool, str]:
     return serving, "gRPC serving" if serving else "gRPC not serving"
 
 
-def _http_health(admin_dir: Path, timeout: float) -> tuple[int, int]:
+async def _http_health(admin_dir: Path, timeout: float) -> tuple[int, int]:
     """(ready status, live status); a server that answers ready is live, so live is asked only otherwise."""
-    ready_status, _ = admin_request(admin_dir, "GET", "/v2/health/ready", timeout=timeout)
+    ready_status, _ = await admin_call(admin_dir, "GET", "/v2/health/ready", timeout=timeout)
     if ready_status == 200:
         return ready_status, 200
-    live_status, _ = admin_request(admin_dir, "GET", "/v2/health/live", timeout=timeout)
+    live_status, _ = await admin_call(admin_dir, "GET", "/v2/health/live", timeout=timeout)
     return ready_status, live_status
 
 
 async def probe(admin_dir: Path, *, timeout: float = 2.0) -> Probe:
     """Live and ready over the admin HTTP socket, and the gRPC health service over the admin gRPC socket."""
     try:
-        ready_status, live_status = await asyncio.to_thread(_http_health, admin_dir, timeout)
+        ready_status, live_status = await _http_health(admin_dir, timeout)
     except OSError as exc:
         return Probe(live=False, ready=False, detail=f"{admin_dir / 'http.sock'}: {exc.strerror or exc}")
     live = live_status == 200
@@ -143,6 +143,8 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
 
     HealthCheckError says why: the process exited, the deadline passed (with the last probe's answer), a model
     failed to load, or the warm-up inference of a model failed. The caller may add the module's log tail.
+    A start costs three requests: the admin state held until ready (with the model index), the gRPC health
+    check, and (by the caller) the listen request.
     """
     deadline = time.monotonic() + timeout
     last = "no answer yet"
@@ -153,16 +155,30 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise HealthCheckError(f"the module was not healthy within {timeout:g}s: {last}")
-        result = await probe(admin_dir, timeout=max(0.1, min(2.0, remaining)))
-        if result.ready:
-            models = await _models_loaded(admin_dir, timeout=max(0.1, min(5.0, remaining)))
-            if models is not None:
-                break
-            last = "a model is still loading"
+        hold = min(_READY_WAIT, remaining)
+        asked = time.monotonic()
+        try:
+            state = await _admin_state(admin_dir, hold)
+        except OSError as exc:
+            last = f"{admin_dir / 'http.sock'}: {exc.strerror or exc}"
         else:
-            last = result.detail
-            if result.live and await _wait_ready(admin_dir, min(_READY_WAIT, remaining)):
-                continue  # ready now: probe again at once
+            if state.get("ready"):
+                entries = state.get("models")
+                if isinstance(entries, list):
+                    models = _ready_models(entries)
+                else:
+                    models = await _models_loaded(admin_dir, timeout=max(0.1, min(5.0, remaining)))
+                if models is None:
+                    last = "a model is still loading"
+                else:
+                    serving, detail = await _grpc_serving(admin_dir, max(0.1, min(2.0, deadline - time.monotonic())))
+                    if serving:
+                        break
+                    last = f"not ready: {detail}"
+            else:
+                last = "not ready: the server is stopping" if state.get("stopping") else "not ready yet"
+                if time.monotonic() - asked >= hold / 2:
+                    continue  # the server held the request as long as it could: ask again at once
         await asyncio.sleep(pause)
         pause = min(_POLL, pause * 2)
     if warmup:
@@ -172,26 +188,36 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
             await _warm_up(admin_dir, name, timeout=max(1.0, deadline - time.monotonic()))
 
 
-async def _wait_ready(admin_dir: Path, seconds: float) -> bool:
-    """Hold one admin request until the server says it is ready (or `seconds` pass): a module that loads for a
-    while is then asked once, not every `_POLL`. False when it is not ready yet or cannot say."""
-    if seconds < 0.05:
-        return False
+async def _admin_state(admin_dir: Path, seconds: float) -> dict[str, Any]:
+    """The module's admin state, held by the server until it is ready or `seconds` pass (a module that loads
+    for a while is asked once, not every `_POLL`). OSError when it cannot be reached or read."""
+    wait = max(0.0, seconds - 0.05)
+    status, raw = await unixhttp.get_async(
+        admin_dir / "http.sock", f"/v2/admin/state?wait_ready={wait:.3f}", timeout=seconds + 2.0
+    )
+    if status != 200:
+        raise OSError(f"the admin state answered {status}")
     try:
-        status, raw = await unixhttp.get_async(
-            admin_dir / "http.sock", f"/v2/admin/state?wait_ready={seconds:.3f}", timeout=seconds + 2.0
-        )
-        return status == 200 and bool(json.loads(raw).get("ready"))
-    except (OSError, TimeoutError, ValueError, AttributeError):
-        return False
+        state = json.loads(raw)
+    except ValueError:
+        raise OSError(f"the admin state is not JSON: {raw[:200]!r}") from None
+    if not isinstance(state, dict):
+        raise OSError("the admin state is not a JSON object")
+    return state
 
 
 async def _models_loaded(admin_dir: Path, *, timeout: float) -> list[str] | None:
     """The names of the models with a READY version; None while one is loading; raises if one failed."""
     index = await _get_json(admin_dir, "POST", "/v2/repository/index", timeout=timeout, body={}, what="model index")
+    return _ready_models(index if isinstance(index, list) else [])
+
+
+def _ready_models(index: list[Any]) -> list[str] | None:
+    """From a repository index: the models with a READY version; None while one is loading; raises if one failed."""
     states: dict[str, list[dict[str, Any]]] = {}
-    for entry in index if isinstance(index, list) else []:
-        states.setdefault(str(entry.get("name")), []).append(entry)
+    for entry in index:
+        if isinstance(entry, dict):
+            states.setdefault(str(entry.get("name")), []).append(entry)
     ready: list[str] = []
     for name, entries in sorted(states.items()):
         if any(e.get("state") == "READY" for e in entries):

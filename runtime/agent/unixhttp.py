@@ -57,27 +57,58 @@ async def get_async(socket_path: Path, path: str, *, timeout: float) -> tuple[in
     """A GET on the event loop, holding no thread: for requests the server may hold open (long polls).
 
     (status, body); OSError when unreachable or the answer is not HTTP, TimeoutError after `timeout`."""
-    return await asyncio.wait_for(_get(socket_path, path), timeout)
+    return await request_async(socket_path, "GET", path, timeout=timeout)
 
 
-async def _get(socket_path: Path, path: str) -> tuple[int, bytes]:
+async def request_async(
+    socket_path: Path, method: str, path: str, *, body: Any = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
+    """`request` to a unix socket on the event loop: no thread and no header parser beyond what the agent's own
+    modules send (a status line, Content-Length or chunked). The agent makes several of these per module start.
+
+    (status, body); OSError when unreachable or the answer is not HTTP, TimeoutError after `timeout`."""
+    payload = b"" if body is None else json.dumps(body).encode()
+    head = f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nConnection: close\r\n"
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+    elif method not in ("GET", "HEAD"):
+        head += "Content-Length: 0\r\n"
+    try:
+        return await asyncio.wait_for(_exchange(socket_path, head.encode() + b"\r\n" + payload), timeout)
+    except TimeoutError:
+        raise TimeoutError(f"no answer from {socket_path} to {method} {path} within {timeout:g}s") from None
+
+
+async def _exchange(socket_path: Path, message: bytes) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_unix_connection(str(socket_path))
     try:
-        writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nConnection: close\r\n\r\n".encode()
-        )
-        await writer.drain()
+        writer.write(message)
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
             raise OSError(f"bad HTTP answer from {socket_path}: {lines[0][:80]!r}")
-        length = next(
-            (int(v) for k, _, v in (x.partition(":") for x in lines[1:]) if k.lower() == "content-length"), None
-        )
-        body = await (reader.readexactly(length) if length is not None else reader.read())
-        return int(parts[1]), body
+        headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            content = await _read_chunked(reader)
+        elif "content-length" in headers:
+            content = await reader.readexactly(int(headers["content-length"]))
+        else:
+            content = await reader.read()
+        return int(parts[1]), content
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
         raise OSError(f"bad HTTP answer from {socket_path}: {exc!r}") from None
     finally:
         writer.close()
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
+                pass
+            return b"".join(chunks)
+        chunks.append(await reader.readexactly(size))
+        await reader.readexactly(2)

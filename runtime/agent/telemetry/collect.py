@@ -49,7 +49,15 @@ def http_get(target: Path | str, path: str, *, timeout: float = STATS_TIMEOUT) -
 
 def fetch_model_stats(target: Path | str, *, timeout: float = STATS_TIMEOUT) -> list[dict[str, Any]]:
     """The `model_stats` list of a scoring server. Raises OSError when it cannot be read."""
-    status, body = http_get(target, STATS_PATH, timeout=timeout)
+    return _model_stats(target, *http_get(target, STATS_PATH, timeout=timeout))
+
+
+async def fetch_model_stats_async(socket_path: Path, *, timeout: float = STATS_TIMEOUT) -> list[dict[str, Any]]:
+    """`fetch_model_stats` from a unix socket on the event loop, holding no thread."""
+    return _model_stats(socket_path, *await unixhttp.request_async(socket_path, "GET", STATS_PATH, timeout=timeout))
+
+
+def _model_stats(target: Path | str, status: int, body: bytes) -> list[dict[str, Any]]:
     if status != 200:
         raise OSError(f"{target} answered {status} to GET {STATS_PATH}: {body[:200]!r}")
     try:
@@ -211,7 +219,7 @@ class TelemetryCollector:
     async def _scrape(self, tap: ModuleTap) -> dict[str, Any]:
         target = tap.admin_dir / "http.sock"
         try:
-            model_stats = await asyncio.to_thread(fetch_model_stats, target)
+            model_stats = await fetch_model_stats_async(target)
         except OSError as exc:
             return {"available": False, "error": f"statistics unavailable from {target}: {exc}"}
         return self._deltas.summarise(tap.name, model_stats, now=time.monotonic())
