@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import sys
 import time
@@ -207,14 +208,19 @@ class Agent:
 
     async def _health(self) -> None:
         interval = self.config.settings.health_interval
+        first = random.uniform(0.0, interval)  # agents started together probe at different times
+        await asyncio.sleep(first)
+        since = first
         while True:
-            await asyncio.sleep(interval)
-            if await self.reconciler.check_health(interval=interval):
+            if await self.reconciler.check_health(interval=since):
                 self.reconciler.trigger()
+            await asyncio.sleep(interval)
+            since = interval
 
     async def _collect(self) -> None:
+        # the first collection after a random part of the interval: agents started together send apart
+        await asyncio.sleep(random.uniform(0.0, self.telemetry.settings.interval or 10.0))
         while True:
-            await asyncio.sleep(self.telemetry.settings.interval or 10.0)
             taps = [
                 ModuleTap(name=name, admin_dir=process.admin_dir, sample_file=self.state.sample_file(name))
                 for name, process in sorted(self.reconciler.processes.items())
@@ -223,6 +229,7 @@ class Agent:
             ]
             if await self.collector.collect_once(taps):
                 self.sender.wake()
+            await asyncio.sleep(self.telemetry.settings.interval or 10.0)
 
 
 async def _guarded(name: str, factory: Callable[[], Awaitable[None]]) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -160,10 +161,13 @@ class Reconciler:
         self._wake.set()
 
     async def run(self, *, interval: float) -> None:
-        """Forever: a pass when triggered, or every `interval` seconds."""
+        """Forever: a pass when triggered, or every `interval` seconds (the first timed one after a random part
+        of it: agents started together, on a gateway or after a power cut, then do not all pass at once)."""
+        timeout = random.uniform(0.0, interval)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            timeout = interval
             self._wake.clear()
             await self.reconcile()
 

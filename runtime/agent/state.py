@@ -13,6 +13,7 @@ plain `save_*` and `delete_module` calls wait for their write before they return
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -290,8 +291,7 @@ class StateDir:
 
     def _short_admin_root(self, name: str) -> Path:
         runtime = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-        key = hashlib.sha256(f"{self.root.resolve()}\0{name}".encode()).hexdigest()[:16]
-        return Path(runtime) / f"edgewise-agent-{os.getuid()}" / key
+        return _short_admin_root(self.root, name, runtime, os.getuid())
 
     # -- the accepted manifest -------------------------------------------------------------------
 
@@ -385,6 +385,13 @@ class StateDir:
                 match = _ADMIN.match(entry.name)
                 if match and int(match.group(1)) not in keep:
                     shutil.rmtree(entry, ignore_errors=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _short_admin_root(root: Path, name: str, runtime: str, uid: int) -> Path:
+    """A short folder for a module's sockets, named by a digest of its state folder (resolved) and name."""
+    key = hashlib.sha256(f"{root.resolve()}\0{name}".encode()).hexdigest()[:16]
+    return Path(runtime) / f"edgewise-agent-{uid}" / key
 
 
 def _private_folder(path: Path) -> None:

@@ -162,11 +162,7 @@ class BubblewrapSandbox:
             return None
         # A module gets a fresh /tmp: the agent's interpreter or an editable source tree living there must come
         # back, or what the launcher did not import already (e.g. a backend loaded on demand) would be missing.
-        binds += [
-            Bind(source=str(path), target=str(path), writable=False)
-            for path in python_paths()
-            if under(str(path), PurePosixPath("/tmp")) is not None
-        ]
+        binds += _python_binds_in_tmp()
         args = self._score_args(launch, sample_arg)
         env = module_env(launch, home=str(DATA_DIR), path=agent_bin_path())
         fork = ForkSpec(
@@ -269,6 +265,15 @@ class BubblewrapSandbox:
         if under(str(sample), PurePosixPath(str(launch.admin_dir))) is not None:
             return str(sample), []
         return str(sample), ["--bind", str(sample.parent), str(sample.parent)]
+
+
+@functools.cache
+def _python_binds_in_tmp() -> tuple[Bind, ...]:
+    return tuple(
+        Bind(source=str(path), target=str(path), writable=False)
+        for path in python_paths()
+        if under(str(path), PurePosixPath("/tmp")) is not None
+    )
 
 
 def _transport_binds() -> list[str]:

@@ -75,6 +75,10 @@ class ImageStore:
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._busy: dict[str, int] = {}  # image digest -> ensure calls running on it
+        self._pulls = 0  # pulls finished (or failed) so far: each may leave images and blobs behind
+        # (keep, pulls) of the last collection that left nothing but `keep`: one asked again with as much kept
+        # and no pull since would find nothing, so it is skipped (a module start asks after every pass)
+        self._clean: tuple[frozenset[str], int] | None = None
 
     # -- public ------------------------------------------------------------------------------------------------
 
@@ -85,7 +89,11 @@ class ImageStore:
             image = self.cached(ref.digest)
             if image is not None:
                 return image
-            return self._pull(ref, progress)
+            try:
+                return self._pull(ref, progress)
+            finally:
+                with self._guard:
+                    self._pulls += 1
 
     def cached(self, digest: str) -> UnpackedImage | None:
         """The unpacked image `digest`, or None when it is not (completely) on disk."""
@@ -103,9 +111,13 @@ class ImageStore:
 
     def collect_garbage(self, *, keep: Collection[str]) -> int:
         """Remove every image whose digest is not in `keep` (and not being pulled), and blobs no kept image uses."""
-        freed = 0
+        kept = frozenset(keep)
         with self._guard:
-            protected = set(keep) | set(self._busy)
+            if self._clean is not None and kept >= self._clean[0] and self._pulls == self._clean[1]:
+                return 0
+            pulls = self._pulls
+            protected = set(kept) | set(self._busy)
+        freed = 0
         for digest in self._image_digests():
             if digest not in protected:
                 freed += self._remove_image(digest)
@@ -116,6 +128,8 @@ class ImageStore:
         for digest, path in list(self._blobs.entries()):
             if digest not in used:
                 freed += _unlink(path)
+        with self._guard:
+            self._clean = (kept, pulls) if protected == kept else None
         return freed
 
     def usage_bytes(self) -> int:

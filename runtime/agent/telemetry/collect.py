@@ -149,6 +149,7 @@ class SampleTail:
         with contextlib.suppress(OSError, orjson.JSONDecodeError, AttributeError):
             loaded = orjson.loads(offsets_path.read_bytes())
             self._state = {str(k): {"inode": int(v["inode"]), "offset": int(v["offset"])} for k, v in loaded.items()}
+        self._saved = orjson.dumps(self._state)
 
     def read(self, file: Path, limit: int = SAMPLE_BYTES_PER_COLLECT) -> list[bytes]:
         state = self._state.setdefault(str(file), {"inode": 0, "offset": 0})
@@ -167,12 +168,18 @@ class SampleTail:
         return lines + chunk
 
     def save(self) -> None:
+        """Write the offsets when they moved (a device whose modules sample nothing writes nothing)."""
+        document = orjson.dumps(self._state)
+        if document == self._saved:
+            return
         temporary = self._path.with_name(self._path.name + ".tmp")
         try:
-            temporary.write_bytes(orjson.dumps(self._state))
+            temporary.write_bytes(document)
             os.replace(temporary, self._path)
         except OSError as exc:
             log.warning("cannot save sample file offsets to %s: %s", self._path, exc)
+            return
+        self._saved = document
 
 
 def _stat_inode(path: Path) -> int | None:
