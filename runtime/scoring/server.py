@@ -275,8 +275,12 @@ class ScoringServer:
     async def _serve_http(
         self, app: Starlette | _CloseWhenDraining, sock: socket.socket, grpc_server: GrpcServer
     ) -> _Listeners:
-        # ws="none": the API has no websocket routes, and loading a websocket implementation costs every start
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", ws="none")
+        # Each costs every start and serves nothing here: ws (the API has no websocket routes), log_config
+        # (uvicorn's own handlers; its loggers reach this server's instead) and proxy headers (no client address
+        # is used).
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", ws="none", log_config=None, proxy_headers=False
+        )
         http = _HttpServer(config)
         task = asyncio.create_task(http.serve(sockets=[sock]))
         while not http.started and not task.done():
