@@ -234,44 +234,46 @@ class _Run:
             await self.x._supervisor.stop(old)
             self.processes.pop(name, None)
             self.count("module_stops", name)
-        restarts = (0 if command.fresh else record.restart_count) + (1 if command.restart else 0)
-        rollback = record.rollback if same_deployment(record.spec, document) else None
-        generation = record.generation + 1
-        self.save(record.with_changes(generation=generation, manifest_version=command.manifest_version))
-        await self.settle()  # a generation is never used twice, even after a crash
-        record = self.record(name)
-        launch = self.launch(spec, generation, image)
-        if command.restart:
-            self.count("module_restarts", name)
-        try:
-            process = await handover.start_verified(supervisor=self.x._supervisor, launch=launch)
-        except AgentError as exc:
-            now = self.x._clock()
-            self.count("module_failures", name)
-            self.save(
-                record.with_changes(
-                    status=RuntimeStatus.BACKOFF,
-                    pid=None,
-                    start_ticks=None,
-                    started_at=None,
-                    spec=document,
-                    image=spec.image,
-                    digest=image.digest,
-                    restart_count=restarts,
-                    last_start=now,
-                    last_exit=now,
-                    exit_code=None,
-                    description=f"start failed: {exc}",
-                    rollback=rollback,
+        # the rest of a start takes its turn with the other modules starting (see `slots.StartSlots`)
+        async with self.x._supervisor.start_slot():
+            restarts = (0 if command.fresh else record.restart_count) + (1 if command.restart else 0)
+            rollback = record.rollback if same_deployment(record.spec, document) else None
+            generation = record.generation + 1
+            self.save(record.with_changes(generation=generation, manifest_version=command.manifest_version))
+            await self.settle()  # a generation is never used twice, even after a crash
+            record = self.record(name)
+            launch = self.launch(spec, generation, image)
+            if command.restart:
+                self.count("module_restarts", name)
+            try:
+                process = await handover.start_verified(supervisor=self.x._supervisor, launch=launch)
+            except AgentError as exc:
+                now = self.x._clock()
+                self.count("module_failures", name)
+                self.save(
+                    record.with_changes(
+                        status=RuntimeStatus.BACKOFF,
+                        pid=None,
+                        start_ticks=None,
+                        started_at=None,
+                        spec=document,
+                        image=spec.image,
+                        digest=image.digest,
+                        restart_count=restarts,
+                        last_start=now,
+                        last_exit=now,
+                        exit_code=None,
+                        description=f"start failed: {exc}",
+                        rollback=rollback,
+                    )
                 )
-            )
-            self.x._state.clean_admin_dirs(name, keep=())
-            return str(exc)
-        self.processes[name] = process
-        self.count("module_starts", name)
-        self.save(self._running(record, spec, image, process, restarts=restarts, rollback=rollback))
-        self.x._state.clean_admin_dirs(name, keep={process.generation})
-        return None
+                self.x._state.clean_admin_dirs(name, keep=())
+                return str(exc)
+            self.processes[name] = process
+            self.count("module_starts", name)
+            self.save(self._running(record, spec, image, process, restarts=restarts, rollback=rollback))
+            self.x._state.clean_admin_dirs(name, keep={process.generation})
+            return None
 
     async def update(self, command: UpdateModule) -> str | None:
         name, spec = command.module, command.spec

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import threading
 from collections.abc import AsyncIterator
+
+# the slot pools whose slot the running task holds: a nested request for the same pool is already served
+_held: contextvars.ContextVar[frozenset[StartSlots]] = contextvars.ContextVar("start_slots_held", default=frozenset())
 
 
 class StartSlots:
@@ -26,7 +30,12 @@ class StartSlots:
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
+        """Hold a slot for the block; a block inside one that holds a slot of these already just runs."""
+        if self in _held.get():
+            yield
+            return
         await self._acquire()
+        token = _held.set(_held.get() | {self})
         released = False
 
         def release() -> None:
@@ -39,6 +48,7 @@ class StartSlots:
         try:
             yield
         finally:
+            _held.reset(token)
             timer.cancel()
             release()
 
