@@ -114,6 +114,28 @@ def test_start_slots_take_turns() -> None:
     assert order == ["a in", "a out", "b in", "b out"]
 
 
+def test_a_start_that_holds_a_slot_takes_no_second_one_for_its_inner_steps() -> None:
+    """The executor holds a slot around a whole start, and the verified start inside asks again: that must
+    not wait for a second slot (with one slot it would wait forever), nor give the first one back early."""
+    slots = StartSlots(size=1, hold=60.0)
+    order: list[str] = []
+
+    async def start(name: str) -> None:
+        async with slots.slot():
+            order.append(f"{name} in")
+            async with slots.slot():
+                await asyncio.sleep(0)
+                order.append(f"{name} inner")
+            await asyncio.sleep(0)
+            order.append(f"{name} out")
+
+    async def main() -> None:
+        await asyncio.wait_for(asyncio.gather(start("a"), start("b")), timeout=30)
+
+    asyncio.run(main())
+    assert order == ["a in", "a inner", "a out", "b in", "b inner", "b out"]
+
+
 def test_a_slot_held_too_long_is_passed_on_and_a_cancelled_wait_loses_nothing() -> None:
     slots = StartSlots(size=1, hold=0.05)
 
