@@ -4,7 +4,8 @@ The admin sockets (`http.sock`, `grpc.sock` in the module's admin folder) reach 
 module, even while two generations share the public ports during a handover. A version counts as healthy when
 it answers live and ready on both protocols, every model in its repository has a version that loaded, and (with
 warm-up) each model answers one inference with zero-filled inputs: a model that loads but cannot run is caught
-before it takes traffic.
+before it takes traffic. The server runs that inference itself as it loads a model whose config keeps its
+warm-up on (the default), and says so; the agent sends it only for the others.
 """
 
 from __future__ import annotations
@@ -144,11 +145,13 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
     HealthCheckError says why: the process exited, the deadline passed (with the last probe's answer), a model
     failed to load, or the warm-up inference of a model failed. The caller may add the module's log tail.
     A start costs three requests: the admin state held until ready (with the model index), the gRPC health
-    check, and (by the caller) the listen request.
+    check, and (by the caller) the listen request. The warm-up inference is sent only for models the server
+    did not run once itself before calling them ready (their config turns its warm-up off).
     """
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     pause = _POLL_FIRST
+    warm: set[str] = set()  # models the server ran once itself before it called them ready
     while True:
         if not alive():
             raise HealthCheckError(f"the module exited before it became healthy (last probe: {last})")
@@ -166,6 +169,7 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
                 entries = state.get("models")
                 if isinstance(entries, list):
                     models = _ready_models(entries)
+                    warm = _warmed_up(entries)
                 else:
                     models = await _models_loaded(admin_dir, timeout=max(0.1, min(5.0, remaining)))
                 if models is None:
@@ -182,7 +186,7 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
         await asyncio.sleep(pause)
         pause = min(_POLL, pause * 2)
     if warmup:
-        for name in models:
+        for name in [m for m in models if m not in warm]:
             if not alive():
                 raise HealthCheckError("the module exited during its warm-up inference")
             await _warm_up(admin_dir, name, timeout=max(1.0, deadline - time.monotonic()))
@@ -210,6 +214,16 @@ async def _models_loaded(admin_dir: Path, *, timeout: float) -> list[str] | None
     """The names of the models with a READY version; None while one is loading; raises if one failed."""
     index = await _get_json(admin_dir, "POST", "/v2/repository/index", timeout=timeout, body={}, what="model index")
     return _ready_models(index if isinstance(index, list) else [])
+
+
+def _warmed_up(index: list[Any]) -> set[str]:
+    """The models whose ready version answered the server's own zero-input inference before it was ready: the
+    agent's warm-up would ask the same again."""
+    return {
+        str(e.get("name"))
+        for e in index
+        if isinstance(e, dict) and e.get("state") == "READY" and e.get("warmedUp") is True
+    }
 
 
 def _ready_models(index: list[Any]) -> list[str] | None:

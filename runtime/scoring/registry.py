@@ -152,7 +152,8 @@ class ModelRegistry:
         for name in self.names():
             versions = self.all_versions(name)
             for mv in versions:
-                entries.append(ModelIndexEntry(name, str(mv.version), mv.state.value, mv.reason))
+                warmed_up = mv.config.warmup and mv.state is ModelState.READY
+                entries.append(ModelIndexEntry(name, str(mv.version), mv.state.value, mv.reason, warmed_up))
             if not versions:
                 reason = self._model_errors.get(name, "unloaded" if name in self._unloaded else "")
                 entries.append(ModelIndexEntry(name, "", ModelState.UNAVAILABLE.value, reason))

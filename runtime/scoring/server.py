@@ -320,7 +320,13 @@ class ScoringServer:
                     "ready": self.dataplane.ready(),
                     "stopping": self._stopping,
                     "models": [
-                        {"name": e.name, "version": e.version, "state": e.state, "reason": e.reason}
+                        {
+                            "name": e.name,
+                            "version": e.version,
+                            "state": e.state,
+                            "reason": e.reason,
+                            "warmedUp": e.warmed_up,
+                        }
                         for e in self.dataplane.repository_index(False)
                     ],
                 }

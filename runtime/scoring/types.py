@@ -77,3 +77,4 @@ class ModelIndexEntry:
     version: str
     state: str
     reason: str = ""
+    warmed_up: bool = False  # ready after one inference with zero inputs (the model config's warm-up)

@@ -164,7 +164,8 @@ def test_state_waits_for_readiness_when_asked(admin_dir: Path, tmp_path: Path) -
             status, body = held.result(timeout=30)
         assert status == 200 and json.loads(body)["ready"] is True
         # the answer carries the repository index, so a starting module's check is one request
-        assert json.loads(body)["models"] == [{"name": "m", "version": "1", "state": "READY", "reason": ""}]
+        models = [{"name": "m", "version": "1", "state": "READY", "reason": "", "warmedUp": True}]
+        assert json.loads(body)["models"] == models  # warmed up: the server ran it once before it was ready
         for bad in ("abc", "-1", "nan"):  # not a wait: answered at once
             assert call(admin_dir / "http.sock", "GET", f"/v2/admin/state?wait_ready={bad}")[0] == 200
     finally:

@@ -47,16 +47,11 @@ def test_corrupt_model_fails_naming_the_model(make_launch: LaunchFactory, tracke
     assert "did not load" in str(failure.value)
 
 
-def test_model_that_loads_but_cannot_run_fails_the_warmup(
-    make_launch: LaunchFactory, tracker: Tracker, tmp_path: Path
-) -> None:
-    """A model that loads (the server's own warm-up is off for it) but fails when run is caught before traffic."""
+def _unrunnable_model(model_file: Path) -> None:
+    """Reshape to a fixed element count that a [1, 4] input cannot meet: loads fine, fails when run."""
     import onnx
     from onnx import TensorProto, helper
 
-    launch = make_launch()
-    model_file = launch.rootfs / "var/lib/edgewise/models/iris/1/model.onnx"
-    # Reshape to a fixed element count that a [1, 4] input cannot meet: loads fine, fails when run.
     graph = helper.make_graph(
         [helper.make_node("Reshape", ["x", "shape"], ["y"])],
         "bad_reshape",
@@ -67,6 +62,15 @@ def test_model_that_loads_but_cannot_run_fails_the_warmup(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(model_file))
+
+
+def test_model_that_loads_but_cannot_run_fails_the_warmup(
+    make_launch: LaunchFactory, tracker: Tracker, tmp_path: Path
+) -> None:
+    """A model that loads (the server's own warm-up is off for it) but fails when run is caught before traffic."""
+    launch = make_launch()
+    model_file = launch.rootfs / "var/lib/edgewise/models/iris/1/model.onnx"
+    _unrunnable_model(model_file)
     write_config(model_file.parent.parent, warmup=False)
     supervisor = Supervisor(sandbox=PlainSandbox(), stop_grace=5.0)
     proc = tracker.add(supervisor, supervisor.start(launch))
@@ -74,6 +78,19 @@ def test_model_that_loads_but_cannot_run_fails_the_warmup(
     asyncio.run(wait_healthy(launch.admin_dir, timeout=30.0, warmup=False, alive=alive))  # loads and is ready
     with pytest.raises(HealthCheckError, match="warm-up inference of model 'iris' failed"):
         asyncio.run(wait_healthy(launch.admin_dir, timeout=30.0, warmup=True, alive=alive))
+
+
+def test_a_model_the_server_warms_up_itself_fails_its_load(make_launch: LaunchFactory, tracker: Tracker) -> None:
+    """With the server's warm-up on (the default), the same model never becomes ready: the agent's readiness
+    check names the failed inference, and the agent sends no warm-up of its own."""
+    launch = make_launch()
+    model_file = launch.rootfs / "var/lib/edgewise/models/iris/1/model.onnx"
+    _unrunnable_model(model_file)
+    supervisor = Supervisor(sandbox=PlainSandbox(), stop_grace=5.0)
+    proc = tracker.add(supervisor, supervisor.start(launch))
+    with pytest.raises(HealthCheckError, match="model 'iris' did not load") as failure:
+        asyncio.run(wait_healthy(launch.admin_dir, timeout=30.0, warmup=True, alive=lambda: supervisor.alive(proc)))
+    assert "Reshape" in str(failure.value) or "reshape" in str(failure.value).lower()
 
 
 def test_exited_module_fails_fast(make_launch: LaunchFactory, tracker: Tracker) -> None:
