@@ -184,15 +184,19 @@ class _CpuWindow:
 
 
 def _pid_cpu(pid: int | None) -> float:
-    """User+system CPU of one process so far."""
+    """CPU time of one process so far: the scheduler's run time (nanoseconds) of each of its threads. The
+    tick-sampled user+system time in /proc/PID/stat showed about a third less for a module's start here than
+    this and `perf` both do. Threads that already exited are not counted."""
     if pid is None:
         return 0.0
+    total = 0
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
     except OSError:
         return 0.0
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total / 1e9
 
 
 def _machine_busy() -> float:
