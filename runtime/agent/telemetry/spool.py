@@ -56,9 +56,14 @@ class TelemetrySpool:
         self._bytes = int(row[0])
         self._count = int(row[1])
         self._last_ttl_check = 0.0
+        # kept in memory as well: every reported state asks for them
+        self._last_seq = self._meta(_LAST_SEQ)
+        self._dropped = {name: self._meta(key) for name, key in _DROPPED.items()}
 
     def configure(self, *, max_bytes: int, time_to_live: float) -> None:
-        """New bounds (from the manifest); applied at once."""
+        """New bounds (from the manifest); applied at once when they changed."""
+        if (max_bytes, time_to_live) == (self._max_bytes, self._ttl):
+            return
         self._max_bytes = max_bytes
         self._ttl = time_to_live
         self.enforce_bounds()
@@ -73,7 +78,7 @@ class TelemetrySpool:
         rows = []
         added = 0
         with self._lock:
-            first = self._meta(_LAST_SEQ) + 1
+            first = self._last_seq + 1
             seq = first
             for kind, module, data in records:
                 text = dumps(data).decode()
@@ -85,6 +90,7 @@ class TelemetrySpool:
             with self._transaction():
                 self._db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
                 self._set_meta(_LAST_SEQ, last)
+            self._last_seq = last
             self._bytes += added
             self._count += len(rows)
             if self._bytes > self._max_bytes:
@@ -122,7 +128,7 @@ class TelemetrySpool:
 
     def dropped(self) -> dict[str, int]:
         with self._lock:
-            return {name: self._meta(key) for name, key in _DROPPED.items()}
+            return dict(self._dropped)
 
     def pending_count(self) -> int:
         return self._count
@@ -131,8 +137,7 @@ class TelemetrySpool:
         return self._bytes
 
     def last_sequence(self) -> int:
-        with self._lock:
-            return self._meta(_LAST_SEQ)
+        return self._last_seq
 
     def close(self) -> None:
         with self._lock:
@@ -155,7 +160,8 @@ class TelemetrySpool:
 
     def _count_drop(self, reason: str, count: int, freed: int) -> None:
         key = _DROPPED[reason]
-        self._set_meta(key, self._meta(key) + count)
+        self._set_meta(key, self._dropped[reason] + count)
+        self._dropped[reason] += count
         self._bytes -= freed
         self._count -= count
 
