@@ -8,6 +8,10 @@ from edgewise.cloud.errors import InvalidInputError, UnsafePathError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
+# The workspace host registered as a device of its own to run web services (cloud/webservices/host.py): device
+# listings leave it out unless asked, as it is not one of the user's devices.
+WEBSERVICE_HOST_ID = "edgewise-host"
+
 
 def check_name(kind: str, value: str) -> str:
     """Return `value` if it is a valid experiment or model name, else raise InvalidInputError."""

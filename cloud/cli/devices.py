@@ -10,6 +10,7 @@ from edgewise.cloud.cli import output
 from edgewise.cloud.cli.context import OutputOption, client_from
 from edgewise.cloud.cli.output import OutputFormat
 from edgewise.cloud.cli.parsing import parse_pairs, parse_tag_filters
+from edgewise.cloud.names import WEBSERVICE_HOST_ID
 from edgewise.cloud.store.device_records import Device
 from rich.markup import escape
 from rich.table import Table
@@ -17,6 +18,19 @@ from rich.table import Table
 app = typer.Typer(help="Edge devices: credentials, connection strings and tags.", no_args_is_help=True)
 
 DeviceArg = Annotated[str, typer.Argument(metavar="ID", help="device id")]
+AllOption = Annotated[
+    bool, typer.Option("--all", help=f"include {WEBSERVICE_HOST_ID}, the workspace host that runs web services")
+]
+
+
+def _hide_host(ids: list[str], show_all: bool) -> set[str]:
+    """The ids to leave out: the workspace's own web-service host, unless --all (a note says so in a table)."""
+    return set() if show_all or WEBSERVICE_HOST_ID not in ids else {WEBSERVICE_HOST_ID}
+
+
+def _hidden_note(hidden: set[str]) -> None:
+    if hidden:
+        output.note(f"{WEBSERVICE_HOST_ID} (the workspace host that runs web services) is not listed; --all lists it")
 
 
 @app.command("add")
@@ -42,10 +56,13 @@ def list_devices(
         list[str] | None, typer.Option("--tag", help="KEY (tag present) or KEY=VALUE (tag equal); repeatable")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many devices", min=1)] = None,
+    show_all: AllOption = False,
     output_format: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """List devices by id."""
-    devices = client_from(ctx).list_devices(tags=parse_tag_filters(tag), limit=limit)
+    devices = client_from(ctx).list_devices(tags=parse_tag_filters(tag), limit=None if limit is None else limit + 1)
+    hidden = _hide_host([d.id for d in devices], show_all)
+    devices = [d for d in devices if d.id not in hidden][:limit]
     if output_format is OutputFormat.JSON:
         output.print_json([device.to_dict() for device in devices])
         return
@@ -62,6 +79,7 @@ def list_devices(
             escape(output.pairs(device.tags)),
         )
     output.out.print(table)
+    _hidden_note(hidden)
 
 
 @app.command("show")
@@ -149,10 +167,13 @@ def health(
     tag: Annotated[
         list[str] | None, typer.Option("--tag", help="KEY (tag present) or KEY=VALUE (tag equal); repeatable")
     ] = None,
+    show_all: AllOption = False,
     output_format: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """The fleet's health: online, last seen, failing modules, CPU, memory, disk, request and error rates."""
     fleet = client_from(ctx).fleet_health(tags=parse_tag_filters(tag))
+    hidden = _hide_host([d.id for d in fleet], show_all)
+    fleet = [d for d in fleet if d.id not in hidden]
     if output_format is OutputFormat.JSON:
         output.print_json([device.to_dict() for device in fleet])
         return
@@ -177,6 +198,7 @@ def health(
             "-" if device.error_rate is None else f"{device.error_rate:.1%}",
         )
     output.out.print(table)
+    _hidden_note(hidden)
 
 
 def _fraction(used: int | None, total: int | None) -> str:

@@ -23,10 +23,11 @@ from pathlib import Path
 
 from edgewise.cloud.devices import DeviceRegistry, connection_string
 from edgewise.cloud.errors import NotFoundError, ServiceUnavailableError
+from edgewise.cloud.names import WEBSERVICE_HOST_ID
 
 log = logging.getLogger("edgewise.webservices")
 
-HOST_DEVICE_ID = "edgewise-host"
+HOST_DEVICE_ID = WEBSERVICE_HOST_ID
 HOST_TAGS = {"role": "webservice-host"}
 FIRST_PAUSE = 1.0
 MAX_PAUSE = 30.0

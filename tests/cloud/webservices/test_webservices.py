@@ -99,6 +99,12 @@ def test_create_score_list_show_delete(service: WorkspaceProcess, model_file: Pa
 
     host = edgewise_json("device", "show", "edgewise-host", env=service.env)
     assert host["tags"] == {"role": "webservice-host"}
+    # the workspace's own host is not one of the user's devices: listings leave it out unless --all
+    for command in (["device", "list"], ["device", "health"]):
+        assert "edgewise-host" not in [d["id"] for d in edgewise_json(*command, env=service.env)]
+        assert "edgewise-host" in [d["id"] for d in edgewise_json(*command, "--all", env=service.env)]
+    listed = edgewise("device", "list", env=service.env)
+    assert "edgewise-host" in listed.stderr and "--all" in listed.stderr
     connection = service.data_dir / "webservices" / "connection"
     assert connection.stat().st_mode & 0o777 == 0o600
 
