@@ -26,8 +26,14 @@ from edgewise.runtime.scoring.dataplane import DataPlane
 from edgewise.runtime.scoring.h2grpc import native
 from edgewise.runtime.scoring.h2grpc.connection import Connection
 from edgewise.runtime.scoring.metrics import ServerMetrics
-from edgewise.runtime.scoring.protocol.grpc_api import GrpcServer, build_grpc_server, set_serving, transport_name
-from edgewise.runtime.scoring.protocol.rest_api import build_rest_app
+from edgewise.runtime.scoring.protocol.grpc_api import (
+    GrpcServer,
+    build_grpc_server,
+    describe_all_services,
+    set_serving,
+    transport_name,
+)
+from edgewise.runtime.scoring.protocol.rest_api import build_rest_app, rest_routes
 from edgewise.runtime.scoring.registry import ModelRegistry
 from edgewise.runtime.scoring.settings import ServerSettings
 from grpc_health.v1 import health as grpc_health
@@ -108,6 +114,13 @@ def _has_listener(host: str, port: int) -> bool:
         return False
 
 
+@functools.cache
+def _quiet_uvicorn() -> None:
+    """uvicorn's own messages from warnings up, once per process."""
+    for name in ("uvicorn.error", "uvicorn.asgi"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 HOUSEKEEPING_INTERVAL = 1.0  # seconds between uvicorn's ticks (its Date header, request limits)
 
 
@@ -175,6 +188,7 @@ class ScoringServer:
         self._public: _Listeners | None = None
         self._public_app: _CloseWhenDraining | None = None
         self._ports: tuple[int, int] = (0, 0)  # (http, grpc) of the public listeners once open
+        self._routes: list[BaseRoute] | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -229,9 +243,7 @@ class ScoringServer:
             await grpc_server.stop(None)
             raise
         http_port = sock.getsockname()[1]
-        app = _CloseWhenDraining(
-            build_rest_app(self.dataplane, metrics=self.metrics, max_message_bytes=s.max_message_bytes)
-        )
+        app = _CloseWhenDraining(Starlette(routes=self._rest_routes()))
         self._public_app = app
         listeners = await self._serve_http(app, sock, grpc_server)
         self._ports = (http_port, grpc_port)
@@ -264,22 +276,25 @@ class ScoringServer:
         except OSError:
             await grpc_server.stop(None)
             raise
-        app = build_rest_app(
-            self.dataplane,
-            metrics=self.metrics,
-            max_message_bytes=s.max_message_bytes,
-            extra_routes=self._admin_routes(),
-        )
+        app = Starlette(routes=[*self._admin_routes(), *self._rest_routes()])
         return await self._serve_http(app, sock, grpc_server)
+
+    def _rest_routes(self) -> list[BaseRoute]:
+        """The KServe v2 routes, made once: the admin and the public app share them."""
+        if self._routes is None:
+            s = self.settings
+            self._routes = rest_routes(self.dataplane, metrics=self.metrics, max_message_bytes=s.max_message_bytes)
+        return self._routes
 
     async def _serve_http(
         self, app: Starlette | _CloseWhenDraining, sock: socket.socket, grpc_server: GrpcServer
     ) -> _Listeners:
         # Each costs every start and serves nothing here: ws (the API has no websocket routes), log_config
-        # (uvicorn's own handlers; its loggers reach this server's instead) and proxy headers (no client address
-        # is used).
+        # (uvicorn's own handlers; its loggers reach this server's instead), proxy headers (no client address
+        # is used) and log_level (set once per process instead: each setLevel clears every logger's cache).
+        _quiet_uvicorn()
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="off", ws="none", log_config=None, proxy_headers=False
+            app, log_level=None, access_log=False, lifespan="off", ws="none", log_config=None, proxy_headers=False
         )
         http = _HttpServer(config)
         task = asyncio.create_task(http.serve(sockets=[sock]))
@@ -418,6 +433,8 @@ def preload() -> None:
         # and one connection made and dropped binds the library's symbols and cffi's types before the fork
         Connection(max_message_bytes=1).close()
     warm_up_runtime()
+    _quiet_uvicorn()
+    describe_all_services()
     with contextlib.suppress(ImportError):
         importlib.import_module("uvloop")  # its event loop costs a forked server 13 ms to import
     cli.argument_parser()  # built once: a forked server only parses its arguments

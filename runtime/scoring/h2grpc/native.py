@@ -240,6 +240,8 @@ def _load_uncached() -> Native:
         lib = ffi.dlopen(str(library))
     except OSError as exc:
         raise NativeTransportUnavailable(f"cannot load the compiled gRPC transport {library}: {exc}") from exc
+    for name in dir(lib):  # cffi makes each function's wrapper on first use: once here, not in every fork
+        getattr(lib, name)
     runtime = ffi.string(lib.h2g_nghttp2_version()).decode("ascii", "replace")
     if version and runtime != version:
         log.info("the gRPC transport was built with nghttp2 %s headers and runs with nghttp2 %s", version, runtime)

@@ -255,6 +255,15 @@ def _warn_fallback(reason: str) -> None:
     log.warning("gRPC is served by grpcio, which costs more per call: %s", reason)
 
 
+@functools.cache
+def describe_all_services() -> None:
+    """Reflection answers from the inference package's private pool, which also gets the health and reflection
+    files so that every listed service can be described (once per process)."""
+    for descriptor in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+        with contextlib.suppress(TypeError):  # already there
+            pb.POOL.AddSerializedFile(descriptor.serialized_pb)
+
+
 def build_grpc_server(
     dataplane: DataPlane,
     *,
@@ -279,11 +288,7 @@ def build_grpc_server(
     server.add_generic_rpc_handlers((servicer.generic_handler(),))
     health_servicer = health_servicer or health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)  # type: ignore[arg-type]
-    # Reflection answers from the inference package's private pool, which also gets the health and
-    # reflection files so that every listed service can be described.
-    for descriptor in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
-        with contextlib.suppress(TypeError):  # already added by an earlier server in this process
-            pb.POOL.AddSerializedFile(descriptor.serialized_pb)
+    describe_all_services()
     names = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server, pool=pb.POOL)  # type: ignore[arg-type]
     bound = 0

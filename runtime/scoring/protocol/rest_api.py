@@ -76,6 +76,12 @@ def build_rest_app(
     extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The KServe v2 REST app; `extra_routes` adds private routes (the admin socket's) to this instance only."""
+    routes = rest_routes(dataplane, metrics=metrics, max_message_bytes=max_message_bytes)
+    return Starlette(routes=[*extra_routes, *routes])
+
+
+def rest_routes(dataplane: DataPlane, *, metrics: ServerMetrics | None, max_message_bytes: int) -> list[BaseRoute]:
+    """The KServe v2 routes of `dataplane`: one list may serve several apps (a server's admin and public one)."""
 
     def guarded(handler: Endpoint) -> Endpoint:
         async def endpoint(request: Request) -> Response:
@@ -178,7 +184,7 @@ def build_rest_app(
 
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version}"
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/v2/health/live", guarded(live)),
         Route("/v2/health/ready", guarded(ready)),
         Route("/v2", guarded(server_metadata)),
@@ -195,4 +201,4 @@ def build_rest_app(
             Route(f"{base}/infer", guarded(infer), methods=["POST"]),
             Route(f"{base}/stats", guarded(stats)),
         ]
-    return Starlette(routes=[*extra_routes, *routes])
+    return routes
