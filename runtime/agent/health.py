@@ -165,13 +165,9 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
         except OSError as exc:
             last = f"{admin_dir / 'http.sock'}: {exc.strerror or exc}"
         else:
-            if state.get("ready"):
-                entries = state.get("models")
-                if isinstance(entries, list):
-                    models = _ready_models(entries)
-                    warm = _warmed_up(entries)
-                else:
-                    models = await _models_loaded(admin_dir, timeout=max(0.1, min(5.0, remaining)))
+            if state["ready"]:
+                models = _ready_models(state["models"])
+                warm = _warmed_up(state["models"])
                 if models is None:
                     last = "a model is still loading"
                 else:
@@ -196,24 +192,16 @@ async def _admin_state(admin_dir: Path, seconds: float) -> dict[str, Any]:
     """The module's admin state, held by the server until it is ready or `seconds` pass (a module that loads
     for a while is asked once, not every `_POLL`). OSError when it cannot be reached or read."""
     wait = max(0.0, seconds - 0.05)
-    status, raw = await unixhttp.get_async(
-        admin_dir / "http.sock", f"/v2/admin/state?wait_ready={wait:.3f}", timeout=seconds + 2.0
-    )
+    status, raw = await admin_call(admin_dir, "GET", f"/v2/admin/state?wait_ready={wait:.3f}", timeout=seconds + 2.0)
     if status != 200:
         raise OSError(f"the admin state answered {status}")
     try:
         state = json.loads(raw)
     except ValueError:
         raise OSError(f"the admin state is not JSON: {raw[:200]!r}") from None
-    if not isinstance(state, dict):
-        raise OSError("the admin state is not a JSON object")
+    if not isinstance(state, dict) or not isinstance(state.get("models"), list):
+        raise OSError("the admin state is not a JSON object with the model index")
     return state
-
-
-async def _models_loaded(admin_dir: Path, *, timeout: float) -> list[str] | None:
-    """The names of the models with a READY version; None while one is loading; raises if one failed."""
-    index = await _get_json(admin_dir, "POST", "/v2/repository/index", timeout=timeout, body={}, what="model index")
-    return _ready_models(index if isinstance(index, list) else [])
 
 
 def _warmed_up(index: list[Any]) -> set[str]:

@@ -53,13 +53,6 @@ def request(target: Path | str, method: str, path: str, *, body: Any = None, tim
         connection.close()
 
 
-async def get_async(socket_path: Path, path: str, *, timeout: float) -> tuple[int, bytes]:
-    """A GET on the event loop, holding no thread: for requests the server may hold open (long polls).
-
-    (status, body); OSError when unreachable or the answer is not HTTP, TimeoutError after `timeout`."""
-    return await request_async(socket_path, "GET", path, timeout=timeout)
-
-
 async def request_async(
     socket_path: Path, method: str, path: str, *, body: Any = None, timeout: float = 5.0
 ) -> tuple[int, bytes]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -12,7 +12,6 @@ from edgewise.runtime.scoring.metrics import ServerMetrics
 from edgewise.runtime.scoring.protocol.rest_codec import HEADER_LENGTH, decode_request, encode_response
 from edgewise.runtime.scoring.stats import Duration, ModelStats
 from edgewise.runtime.scoring.types import TensorSpec
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -66,18 +65,6 @@ def statistics_json(stats: ModelStats) -> dict[str, Any]:
             for size, b in sorted(stats.batches.items())
         ],
     }
-
-
-def build_rest_app(
-    dataplane: DataPlane,
-    *,
-    metrics: ServerMetrics | None,
-    max_message_bytes: int,
-    extra_routes: Sequence[BaseRoute] = (),
-) -> Starlette:
-    """The KServe v2 REST app; `extra_routes` adds private routes (the admin socket's) to this instance only."""
-    routes = rest_routes(dataplane, metrics=metrics, max_message_bytes=max_message_bytes)
-    return Starlette(routes=[*extra_routes, *routes])
 
 
 def rest_routes(dataplane: DataPlane, *, metrics: ServerMetrics | None, max_message_bytes: int) -> list[BaseRoute]:
