@@ -3,8 +3,8 @@
 The executor is the only place that changes module records: each change is queued for saving at once and
 is on disk before the next process is started or stopped, and before the run returns, so a crash in the
 middle of a plan leaves records that describe exactly what runs (the writes themselves happen on a worker
-thread, off the event loop). Images are pulled (in a worker thread: pulls block) before anything starts; a
-module whose image could not be pulled is left as it is.
+thread, off the event loop). Images are pulled (in a worker thread: pulls block; a cached one is just looked
+up) before anything starts; a module whose image could not be pulled is left as it is.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from edgewise.runtime.agent.commands import (
 )
 from edgewise.runtime.agent.drivers.base import LaunchSpec
 from edgewise.runtime.agent.errors import AgentError, ImageError, RegistryUnavailableError
-from edgewise.runtime.agent.images import ImageStore, UnpackedImage
+from edgewise.runtime.agent.images import ImageStore, UnpackedImage, parse_reference
 from edgewise.runtime.agent.metrics import AgentMetrics
 from edgewise.runtime.agent.model import ModuleSpec, RuntimeStatus
 from edgewise.runtime.agent.state import ModuleRecord, Rollback, StateDir, same_deployment, spec_document
@@ -111,6 +111,10 @@ class Executor:
         self, pull: PullImage, images: dict[str, UnpackedImage], failed: dict[str, _PullFailure]
     ) -> Outcome:
         step = pull.describe()
+        cached = self._cached(pull.image)
+        if cached is not None:  # the usual case, found by reading one small file: no worker thread for it
+            images[pull.image] = cached
+            return Outcome(module=pull.module, step=step, ok=True)
         try:
             images[pull.image] = await asyncio.to_thread(self._store.ensure, pull.image)
         except RegistryUnavailableError as exc:
@@ -123,6 +127,12 @@ class Executor:
             log.warning("%s failed: %s", step, failed[pull.module].message)
             return Outcome(module=pull.module, step=step, ok=False, detail=failed[pull.module].message)
         return Outcome(module=pull.module, step=step, ok=True)
+
+    def _cached(self, image: str) -> UnpackedImage | None:
+        try:
+            return self._store.cached(parse_reference(image).digest)
+        except ImageError:  # `ensure` says what is wrong with the reference
+            return None
 
 
 class _Run:

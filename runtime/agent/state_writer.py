@@ -7,6 +7,10 @@ it writes, new saves pile up: a second save under a key replaces the first and m
 so the latest state wins and nothing queued before a save reaches the disk after it. A caller that needs its
 saves on disk before it goes on (before it starts or stops a process, before it reports) awaits `flushed()`.
 
+The directories waiting for a worker take turns in the order they asked, except that one somebody waits on goes
+first: in a simulated fleet a hundred manifests arrive together, and the agent about to start a module should
+not wait for the ninety-nine saves nobody needs yet.
+
 One writer serves one state directory however many `StateDir` objects point at it, so an agent started again
 in the same process never overtakes the saves of the one before it.
 """
@@ -33,6 +37,43 @@ _WORKERS = 8
 _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="edgewise-state")
 _writers: weakref.WeakValueDictionary[str, StateWriter] = weakref.WeakValueDictionary()
 _writers_lock = threading.Lock()
+
+
+class _Turns:
+    """Writers waiting for a worker thread: the first one somebody waits on, else the first that asked."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[StateWriter, None] = {}  # in the order they asked
+        self._urgent: dict[StateWriter, None] = {}
+
+    def ask(self, writer: StateWriter) -> None:
+        """Queue one drain of `writer` (each ask is matched by one `run_next` on a worker)."""
+        with self._lock:
+            self._waiting[writer] = None
+        try:
+            _pool.submit(self.run_next)
+        except RuntimeError:  # the interpreter is shutting down: write here rather than lose the save
+            self.run_next()
+
+    def hurry(self, writer: StateWriter) -> None:
+        """Someone waits on `writer`: if its drain has not begun, it goes before the others not waited on."""
+        with self._lock:
+            if writer in self._waiting:
+                self._urgent[writer] = None
+
+    def run_next(self) -> None:
+        with self._lock:
+            if self._urgent:
+                writer = next(iter(self._urgent))
+                del self._urgent[writer]
+            else:
+                writer = next(iter(self._waiting))
+            del self._waiting[writer]
+        writer._drain()
+
+
+_turns = _Turns()
 
 
 def writer_for(root: Path) -> StateWriter:
@@ -75,10 +116,7 @@ class StateWriter:
             if self._draining:
                 return
             self._draining = True
-        try:
-            _pool.submit(self._drain)
-        except RuntimeError:  # the interpreter is shutting down: write here rather than lose the save
-            self._drain()
+        _turns.ask(self)
 
     async def flushed(self) -> None:
         """Return once everything queued before this call is on disk; raise the first failure since the last
@@ -92,12 +130,15 @@ class StateWriter:
                 return
             waiter = _Waiter(target=self._queued, loop=loop, future=loop.create_future())
             self._waiters.append(waiter)
+        _turns.hurry(self)
         await waiter.future
 
     def wait(self, *, check: bool = True) -> None:
         """Block until everything queued before this call is done; with `check`, raise as `flushed` does."""
         with self._lock:
             target = self._queued
+            if self._written < target:
+                _turns.hurry(self)
             while self._written < target:
                 self._written_cond.wait()
             if check:

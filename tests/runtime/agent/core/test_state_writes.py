@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 import pytest
+from edgewise.runtime.agent import state_writer
 from edgewise.runtime.agent.model import RuntimeStatus
 from edgewise.runtime.agent.state import RECORD_FILE, ModuleRecord, StateDir
+from edgewise.runtime.agent.state_writer import writer_for
 
 
 def on_disk(state: StateDir, name: str) -> dict[str, object]:
@@ -119,3 +122,36 @@ def test_the_blocking_saves_are_on_disk_when_they_return(tmp_path: Path) -> None
     assert state.manifest_path.read_bytes() == b"{}"
     state.delete_module("iris")
     assert not state.module_dir("iris").exists()
+
+
+def test_a_state_dir_somebody_waits_on_is_written_before_those_nobody_waits_on(tmp_path: Path) -> None:
+    gate = threading.Event()
+    busy = threading.Semaphore(0)
+    order: list[str] = []
+
+    def blocked() -> None:
+        busy.release()
+        gate.wait(10)
+
+    occupied = [writer_for(tmp_path / f"busy-{i}") for i in range(state_writer._WORKERS)]
+    for writer in occupied:  # every worker thread held up
+        writer.queue("x", blocked)
+    for _ in occupied:
+        assert busy.acquire(timeout=10)
+    background = [writer_for(tmp_path / f"later-{i}") for i in range(5)]
+    for i, writer in enumerate(background):
+        writer.queue("x", lambda i=i: order.append(f"later-{i}"))
+    urgent = writer_for(tmp_path / "urgent")
+    urgent.queue("x", lambda: order.append("urgent"))
+
+    async def wait_for_urgent() -> None:
+        waiting = asyncio.ensure_future(urgent.flushed())
+        await asyncio.sleep(0.05)  # the wait is registered before any worker is free again
+        gate.set()
+        await waiting
+
+    asyncio.run(wait_for_urgent())
+    for writer in [*background, *occupied]:
+        writer.wait()
+    assert order[0] == "urgent"
+    assert order[1:] == [f"later-{i}" for i in range(5)]  # the others in the order they asked
