@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,13 +20,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from edgewise.runtime.agent import unixhttp
+from edgewise.runtime.agent import grpc_health, unixhttp
 from edgewise.runtime.agent.errors import HealthCheckError
 
 _POLL_FIRST = 0.01  # seconds before the second probe of a starting module; doubled up to _POLL
 _POLL = 0.1  # seconds between probes while waiting for a module
 _READY_WAIT = 10.0  # seconds one admin request may wait for a live module to become ready
-_MAX_CHANNELS = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,66 +49,8 @@ async def admin_call(
     return await unixhttp.request_async(admin_dir / "http.sock", method, path, body=body, timeout=timeout)
 
 
-class _Channels:
-    """One gRPC channel per admin socket (that is, per module generation), reused by every probe of it: a new
-    channel per probe costs about ten times the health call itself. Channels belong to the event loop that
-    made them; `release` closes one when its generation stops."""
-
-    def __init__(self) -> None:
-        self._open: dict[Path, tuple[asyncio.AbstractEventLoop, Any]] = {}
-        self._lock = threading.Lock()  # agents on several event loops of one process share this
-        self._closing: set[asyncio.Task[None]] = set()
-
-    def get(self, admin_dir: Path) -> Any:
-        # grpc costs the agent about 13 MB: it is loaded on the first probe of a module, never by an idle agent
-        import grpc
-
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            entry = self._open.get(admin_dir)
-            if entry is not None and entry[0] is loop:
-                return entry[1]
-            stale = None
-            if len(self._open) >= _MAX_CHANNELS:  # generations whose stop was never seen (e.g. a crashed test)
-                stale = self._take(next(iter(self._open)), loop)
-            channel = grpc.aio.insecure_channel(f"unix:{admin_dir / 'grpc.sock'}")
-            self._open[admin_dir] = (loop, channel)
-        if stale is not None:
-            self._closing.add(task := loop.create_task(stale.close()))
-            task.add_done_callback(self._closing.discard)
-        return channel
-
-    async def release(self, admin_dir: Path) -> None:
-        with self._lock:
-            channel = self._take(admin_dir, asyncio.get_running_loop())
-        if channel is not None:
-            await channel.close()
-
-    def _take(self, admin_dir: Path, loop: asyncio.AbstractEventLoop) -> Any:
-        """Forget a channel; return it if it can be closed on `loop` (one of a finished loop is just let go)."""
-        entry = self._open.pop(admin_dir, None)
-        return entry[1] if entry is not None and entry[0] is loop else None
-
-
-_channels = _Channels()
-
-
-async def release(admin_dir: Path) -> None:
-    """Close the probes' channel to a module generation that stopped."""
-    await _channels.release(admin_dir)
-
-
 async def _grpc_serving(admin_dir: Path, timeout: float) -> tuple[bool, str]:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    stub = health_pb2_grpc.HealthStub(_channels.get(admin_dir))
-    try:
-        answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-    except grpc.aio.AioRpcError as exc:
-        return False, f"gRPC health: {exc.code().name} {exc.details() or ''}".strip()
-    serving = answer.status == health_pb2.HealthCheckResponse.SERVING
-    return serving, "gRPC serving" if serving else "gRPC not serving"
+    return await grpc_health.check(admin_dir / "grpc.sock", timeout=timeout)
 
 
 async def _http_health(admin_dir: Path, timeout: float) -> tuple[int, int]:

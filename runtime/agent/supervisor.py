@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from edgewise.runtime.agent import health
 from edgewise.runtime.agent.drivers.base import WRAPPER_COMMANDS, LaunchSpec, Sandbox
 from edgewise.runtime.agent.errors import ModuleError
 from edgewise.runtime.agent.launcher import LaunchedProcess, LauncherError, LauncherPool
@@ -260,7 +259,6 @@ class Supervisor:
                     os.killpg(root.pid, signal.SIGKILL)
             if not await self._wait_gone(proc, members, _KILL_WAIT):
                 raise ModuleError(f"module process {proc.pid} did not stop even after SIGKILL")
-        await health.release(proc.admin_dir)
         return self.exit_status(proc)[1]
 
     # -- internals ---------------------------------------------------------------------------------
