@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 log = logging.getLogger("edgewise.scoring")
+Endpoint = Callable[[Request], Awaitable[Response]]
 _ACCEPTED_REQUEST_WAIT = 0.2  # seconds between closing the listeners and closing idle connections
 _MAX_READY_WAIT = 30.0  # seconds an admin `state?wait_ready=` request may be held
 _KEEPALIVE_DRAIN = 1.0  # seconds kept-alive clients get to pick up a `Connection: close` before the rest close
@@ -130,6 +131,17 @@ class _HttpServer(uvicorn.Server):
     device runs several. A stop still takes effect at once, through an event rather than the next tick."""
 
     _exit_requested: asyncio.Event | None = None
+    _started: asyncio.Event | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.started_event().set()
+
+    def started_event(self) -> asyncio.Event:
+        """Set once the server accepts connections (uvicorn itself only sets a flag)."""
+        if self._started is None:
+            self._started = asyncio.Event()
+        return self._started
 
     @property  # type: ignore[override]
     def should_exit(self) -> bool:
@@ -298,9 +310,12 @@ class ScoringServer:
         )
         http = _HttpServer(config)
         task = asyncio.create_task(http.serve(sockets=[sock]))
-        while not http.started and not task.done():
-            await asyncio.sleep(0.005)
-        if task.done():
+        started = asyncio.ensure_future(http.started_event().wait())
+        try:
+            await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            started.cancel()
+        if not http.started:
             sock.close()
             await grpc_server.stop(None)
             task.result()  # raises what stopped it
@@ -347,7 +362,7 @@ class ScoringServer:
                 }
             )
 
-        return [Route("/v2/admin/listen", listen, methods=["POST"]), Route("/v2/admin/state", state)]
+        return _admin_route_list(listen, state)
 
     async def _close(self) -> None:
         """Drain: stop accepting everywhere, let in-flight requests finish within the grace period."""
@@ -411,6 +426,14 @@ class ScoringServer:
             stop.cancel()
 
 
+def _admin_route_list(listen: Endpoint, state: Endpoint) -> list[BaseRoute]:
+    return [Route("/v2/admin/listen", listen, methods=["POST"]), Route("/v2/admin/state", state)]
+
+
+async def _no_answer(request: Request) -> Response:
+    return Response(status_code=404)
+
+
 def _wait_seconds(value: str | None) -> float:
     """The `wait_ready` query value as seconds within 0..30; 0 when absent or not a number."""
     try:
@@ -441,6 +464,7 @@ def preload() -> None:
     # Making the routes compiles a regular expression per route; compiled here, they stay in `re`'s cache for
     # every forked server, which makes its own routes again.
     rest_routes(DataPlane(ModelRegistry(Path(os.devnull), loader=load_backend)), metrics=None, max_message_bytes=1)
+    _admin_route_list(_no_answer, _no_answer)
     for name in (
         "encodings.idna",  # the first getaddrinfo of a host name imports it (the public listeners' port check)
         *(target.split(":")[0] for target in (uvicorn.config.HTTP_PROTOCOLS["auto"], uvicorn.config.LIFESPAN["off"])),
