@@ -17,7 +17,7 @@ import contextlib
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edgewise.runtime.agent.config import AgentConfig, parse_connection_string
 from edgewise.runtime.agent.daemon import Agent
@@ -74,7 +74,8 @@ class InProcessFleet(Fleet):
     def config(self, device_id: str) -> AgentConfig:
         return AgentConfig(
             connection=parse_connection_string(self.connection_string(device_id)),
-            settings=self.settings.agent_settings(state_dir=self.state_dir(device_id)),
+            # one process for every identity, as on a gateway: their links run on the event loops, not a thread each
+            settings=replace(self.settings.agent_settings(state_dir=self.state_dir(device_id)), link_thread=False),
         )
 
     def _start_devices(self) -> None:

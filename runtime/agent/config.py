@@ -77,6 +77,9 @@ class AgentSettings:
     launcher: bool = True  # fork modules from a process that imported the scoring server once (see launcher.py)
     launcher_idle: float = 60.0  # seconds a launcher with no module running is kept
     start_slots: int = 0  # modules that may be starting at once (0: two per CPU); see slots.StartSlots
+    # paho's network loop in a thread of its own (a device); off, on the agent's event loop (a process that hosts
+    # many device identities, which would otherwise run a thread per identity); see link/mqtt.py
+    link_thread: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,11 +1,15 @@
 """The device's one MQTT connection, as asyncio: publish-and-await-PUBACK, a message stream, reconnects forever.
 
-This is the only module that imports paho. paho's network loop runs in its own thread; every callback is
-handed to the event loop with `call_soon_threadsafe`, so all of this object's state is touched from the
-event loop only. paho's own reconnect is off: each connection attempt gets a fresh paho client with the same
-client id and clean session off, so the broker keeps the subscriptions and queues QoS 1 messages while the
-device is away, but nothing half-sent on a lost connection is retransmitted behind the caller's back (the
-telemetry spool resends from its own records).
+This is the only module that imports paho. paho's network loop runs in a thread of its own, or (with
+`link_thread` off, for a process that hosts many device identities) on the event loop, which then watches its
+socket and calls its read, write and keep-alive steps, so that a gateway runs no thread per device. Either way
+every callback reaches this object on the event loop (from the thread through `call_soon_threadsafe`), so all of
+its state is touched from the event loop only; only the blocking connect runs on a worker thread, and paho calls
+nothing back during it. The thread overlaps socket writes with the agent's own work, which a single device's
+telemetry throughput gains from. paho's own reconnect is off: each connection attempt gets a fresh paho client
+with the same client id and clean session off, so the broker keeps the subscriptions and queues QoS 1 messages
+while the device is away, but nothing half-sent on a lost connection is retransmitted behind the caller's back
+(the telemetry spool resends from its own records).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class MqttLink:
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._tick: asyncio.TimerHandle | None = None  # paho's keep-alive step, once a second
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -170,7 +175,10 @@ class MqttLink:
             except (OSError, ssl.SSLError, ValueError) as exc:
                 log.warning("cannot reach the broker %s: %s", c.broker_url, exc)
                 return False
-            client.loop_start()
+            if self._settings.link_thread:
+                client.loop_start()
+            else:
+                self._attach(client)
             try:
                 refusal = await asyncio.wait_for(asyncio.shield(self._connack), _SETUP_TIMEOUT)
             except TimeoutError:
@@ -229,16 +237,89 @@ class MqttLink:
                 future.exception()  # marks it retrieved when nobody awaits it any more
         self._acks.clear()
         self._subacks.clear()
-        self._drop_socket(client)
-        await asyncio.to_thread(client.loop_stop)
+        if self._settings.link_thread:
+            self._drop_socket(client)  # paho's loop then ends its thread, as after a network failure
+            await asyncio.to_thread(client.loop_stop)
+        else:
+            self._detach(client)
 
     @staticmethod
     def _drop_socket(client: paho.Client) -> None:
-        """Close the socket under paho's loop, which then ends its thread (as a network failure would)."""
+        """Shut the socket down: paho's next read finds it closed and reports the loss (as a network failure
+        would)."""
         sock = client.socket()
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    # -- paho driven by the event loop (link_thread off) ---------------------------------------
+
+    def _attach(self, client: paho.Client) -> None:
+        """Watch the connected client's socket: reads when it is readable, writes while paho has bytes queued."""
+        loop = asyncio.get_running_loop()
+        sock = client.socket()
+        if sock is None:
+            return
+        client.on_socket_register_write = lambda c, userdata, s: loop.add_writer(s, self._writable, c)
+        client.on_socket_unregister_write = lambda c, userdata, s: self._unwatch_writes(loop, s)
+        client.on_socket_close = lambda c, userdata, s: self._unwatch(loop, s)
+        loop.add_reader(sock, self._readable, client)
+        if client.want_write():
+            loop.add_writer(sock, self._writable, client)
+        self._keep_alive(client)
+
+    @staticmethod
+    def _unwatch_writes(loop: asyncio.AbstractEventLoop, sock: Any) -> None:
+        loop.remove_writer(sock)
+
+    @staticmethod
+    def _unwatch(loop: asyncio.AbstractEventLoop, sock: Any) -> None:
+        """Before paho closes its socket: an fd number watched after its close could be another file's."""
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(sock)
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_writer(sock)
+
+    def _readable(self, client: paho.Client) -> None:
+        try:
+            client.loop_read()
+            sock = client.socket()
+            # TLS may hold decrypted bytes the socket no longer signals
+            while isinstance(sock, ssl.SSLSocket) and sock.pending() and client.socket() is sock:
+                client.loop_read()
+        except (OSError, ssl.SSLError) as exc:  # paho lets some socket errors through
+            log.warning("reading from the broker failed: %s", exc)
+            self._drop_socket(client)
+
+    def _writable(self, client: paho.Client) -> None:
+        try:
+            client.loop_write()
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("writing to the broker failed: %s", exc)
+            self._drop_socket(client)
+
+    def _keep_alive(self, client: paho.Client) -> None:
+        """paho's keep-alive step (PINGREQ when due, a lost connection when PINGRESP is late), every second."""
+        if client.socket() is None:
+            self._tick = None
+            return
+        client.loop_misc()
+        self._tick = asyncio.get_running_loop().call_later(1.0, self._keep_alive, client)
+
+    def _detach(self, client: paho.Client) -> None:
+        """Stop watching the client and close its socket (paho reports the loss, which is then ignored)."""
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        if client.socket() is not None:
+            self._drop_socket(client)
+            with contextlib.suppress(OSError, ssl.SSLError):
+                client.loop_read()  # finds the socket shut: paho closes it, unwatching it first
+        sock = client.socket()
+        if sock is not None:  # paho kept it open: unwatch and close it here
+            self._unwatch(asyncio.get_running_loop(), sock)
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def _new_client(self) -> paho.Client:
         c = self._connection
@@ -262,13 +343,17 @@ class MqttLink:
         client.on_message = self._cb_message
         return client
 
-    # -- paho callbacks (network thread) → event loop ------------------------------------------
+    # -- paho callbacks → event loop ----------------------------------------------------------
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
         loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closing
-                loop.call_soon_threadsafe(callback, *args)
+        if loop is None:
+            return
+        if _running_loop() is loop:
+            loop.call_soon(callback, *args)  # paho runs on the event loop: its callbacks all come this way
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            loop.call_soon_threadsafe(callback, *args)
 
     def _cb_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._post(self._connected, client, None if not reason.is_failure else str(reason))
@@ -316,3 +401,10 @@ class MqttLink:
         future = self._subacks.pop(mid, None) if client is self._client else None
         if future is not None and not future.done():
             future.set_result(granted)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

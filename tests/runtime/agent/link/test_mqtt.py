@@ -1,4 +1,5 @@
-"""The MQTT link against a real Mosquitto: online/offline status, PUBACKs, reconnects, the persistent session."""
+"""The MQTT link against a real Mosquitto: online/offline status, PUBACKs, reconnects, the persistent session;
+with paho on a thread of its own (a device) and on the event loop (a process hosting many identities)."""
 
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ async def next_message(link: MqttLink, timeout: float = 20.0) -> Message:
     return await asyncio.wait_for(anext(stream), timeout)
 
 
-def test_connects_says_online_and_publishes_with_puback(broker: Broker) -> None:
-    secret = broker.add_device("cam-1")
-    topics = DeviceTopics("cam-1")
+@pytest.mark.parametrize("link_thread", [True, False], ids=["thread", "event-loop"])
+def test_connects_says_online_and_publishes_with_puback(broker: Broker, link_thread: bool) -> None:
+    device = f"cam-1-{link_thread:d}"
+    secret = broker.add_device(device)
+    topics = DeviceTopics(device)
     service = broker.service_client()
     service.subscribe(f"{topics.base}/#")
 
     async def main() -> None:
-        link = make_link(broker, "cam-1", secret)
+        link = make_link(broker, device, secret, link_thread=link_thread)
         connected = asyncio.Event()
 
         async def on_connect() -> None:
@@ -56,26 +59,30 @@ def test_connects_says_online_and_publishes_with_puback(broker: Broker) -> None:
         late.close()
 
 
-def test_publish_while_disconnected_raises_link_error(broker: Broker) -> None:
-    secret = broker.add_device("cam-2")
+@pytest.mark.parametrize("link_thread", [True, False], ids=["thread", "event-loop"])
+def test_publish_while_disconnected_raises_link_error(broker: Broker, link_thread: bool) -> None:
+    device = f"cam-2-{link_thread:d}"
+    secret = broker.add_device(device)
     broker.stop()
 
     async def main() -> None:
-        link = make_link(broker, "cam-2", secret)
+        link = make_link(broker, device, secret, link_thread=link_thread)
         await link.start()
         assert not await link.wait_connected(0.5)
         with pytest.raises(LinkError, match="not connected"):
-            await link.publish(DeviceTopics("cam-2").telemetry, b"x")
+            await link.publish(DeviceTopics(device).telemetry, b"x")
         await link.stop()
 
     asyncio.run(main())
 
 
-def test_wrong_secret_is_refused(broker: Broker) -> None:
-    broker.add_device("cam-3")
+@pytest.mark.parametrize("link_thread", [True, False], ids=["thread", "event-loop"])
+def test_wrong_secret_is_refused(broker: Broker, link_thread: bool) -> None:
+    device = f"cam-3-{link_thread:d}"
+    broker.add_device(device)
 
     async def main() -> None:
-        link = make_link(broker, "cam-3", "not-the-secret")
+        link = make_link(broker, device, "not-the-secret", link_thread=link_thread)
         await link.start()
         assert not await link.wait_connected(1.5)
         await link.stop()
@@ -83,14 +90,16 @@ def test_wrong_secret_is_refused(broker: Broker) -> None:
     asyncio.run(main())
 
 
-def test_lost_socket_sends_will_then_reconnects_online(broker: Broker) -> None:
-    secret = broker.add_device("cam-4")
-    topics = DeviceTopics("cam-4")
+@pytest.mark.parametrize("link_thread", [True, False], ids=["thread", "event-loop"])
+def test_lost_socket_sends_will_then_reconnects_online(broker: Broker, link_thread: bool) -> None:
+    device = f"cam-4-{link_thread:d}"
+    secret = broker.add_device(device)
+    topics = DeviceTopics(device)
     service = broker.service_client()
     service.subscribe(topics.status)
 
     async def main() -> None:
-        link = make_link(broker, "cam-4", secret, reconnect_min=1.0, reconnect_max=1.5)
+        link = make_link(broker, device, secret, reconnect_min=1.0, reconnect_max=1.5, link_thread=link_thread)
         await link.start()
         assert await link.wait_connected(20)
         await expect(service, topics.status, b"online")
@@ -110,12 +119,14 @@ def test_lost_socket_sends_will_then_reconnects_online(broker: Broker) -> None:
         service.close()
 
 
-def test_broker_restart_keeps_session_and_subscriptions(broker: Broker) -> None:
-    secret = broker.add_device("cam-5")
-    topics = DeviceTopics("cam-5")
+@pytest.mark.parametrize("link_thread", [True, False], ids=["thread", "event-loop"])
+def test_broker_restart_keeps_session_and_subscriptions(broker: Broker, link_thread: bool) -> None:
+    device = f"cam-5-{link_thread:d}"
+    secret = broker.add_device(device)
+    topics = DeviceTopics(device)
 
     async def main() -> None:
-        link = make_link(broker, "cam-5", secret)
+        link = make_link(broker, device, secret, link_thread=link_thread)
         await link.start()
         assert await link.wait_connected(20)
         await asyncio.to_thread(broker.stop)
@@ -137,7 +148,7 @@ def test_broker_restart_keeps_session_and_subscriptions(broker: Broker) -> None:
             service.close()
         # ...and delivered to the next connection, which does not even subscribe: the broker kept the
         # subscriptions of the session through the restart.
-        again = make_link(broker, "cam-5", secret, subscriptions=[])
+        again = make_link(broker, device, secret, subscriptions=[], link_thread=link_thread)
         await again.start()
         message = await next_message(again)
         assert (message.topic, message.payload, message.retain) == (
