@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 Operation = Callable[[], None]
 
 # Shared by every state directory of the process: one drain per directory runs at a time, so a device's agent
-# uses one thread, and a simulated fleet at most this many for all its agents.
-_WORKERS = 8
+# uses one thread, and a simulated fleet at most this many for all its agents. Two keep the disk busy (a write is
+# mostly waiting for fsync); more only add threads contending for the interpreter with the agents' event loops,
+# while the saves somebody waits on go first anyway (see `_Turns`).
+_WORKERS = 2
 _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="edgewise-state")
 _writers: weakref.WeakValueDictionary[str, StateWriter] = weakref.WeakValueDictionary()
 _writers_lock = threading.Lock()
