@@ -11,11 +11,11 @@ each device with its own state directory, pulling from the workspace's own `/v2/
    removed, and `--repeats` rounds (3 by default, each a module new to the devices) give the figures as their
    medians, every round listed: this machine's speed wanders by a third from minute to minute. Every
    device starts a real scoring server. The agents run with a device's default settings (the simulators' are
-   shorter, for tests that watch faults) except that their MQTT links run on the fleet's event loops rather than
-   a thread each, as on a gateway (`link_thread = false`), and fork the servers from a module launcher (one per
-   process, shared by the fleet's device identities as on a gateway; the warm-up deployment started it, as a
-   device that runs modules has one) in the sandbox the report names; `--no-launcher` starts each as its own
-   program instead.
+   shorter, for tests that watch faults) except that their MQTT links run on the fleet's event loops rather
+   than a thread each, as on a gateway (`link_thread = false`), and fork the servers from a module launcher
+   (one per process, shared by the fleet's device identities as on a gateway; the warm-up deployment started
+   it, as a device that runs modules has one) in the sandbox the report names; `--no-launcher` starts each as
+   its own program instead.
    The report splits the CPU time of the timed window: the agents' process, the modules, the workspace
    service with its broker, and the whole machine (other load included).
 2. Ingest: 10 devices' agents (their real spool, sender and link) each send records through the workspace's

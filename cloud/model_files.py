@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from edgewise.cloud.errors import InvalidInputError
 from edgewise.cloud.store.records import FileEntry
+from edgewise.runtime.protowire import read_varint
 
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 _PRODUCERS = {
@@ -85,15 +86,10 @@ def onnx_producer(head: bytes) -> str:
 
 
 def _varint(data: bytes, position: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while position < len(data) and shift < 64:
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, position
-        shift += 7
-    raise InvalidInputError("the file is not an ONNX model (a truncated or malformed header)")
+    try:
+        return read_varint(data, position)
+    except ValueError:
+        raise InvalidInputError("the file is not an ONNX model (a truncated or malformed header)") from None
 
 
 def convert_sklearn_to_onnx(pickle_path: Path, *, out_dir: Path) -> Path:

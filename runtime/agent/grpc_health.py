@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+from edgewise.runtime.protowire import read_varint
+
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
 _END_STREAM = _ACK = 0x1
@@ -163,14 +165,14 @@ def _serving_status(body: bytes) -> int:
         raise ValueError("a message shorter than its header says")
     status, position = 0, 0
     while position < len(message):
-        key, position = _varint(message, position)
+        key, position = read_varint(message, position)
         field, wire = key >> 3, key & 0x7
         if wire == 0:
-            value, position = _varint(message, position)
+            value, position = read_varint(message, position)
             if field == 1:
                 status = value
         elif wire == 2:
-            size, position = _varint(message, position)
+            size, position = read_varint(message, position)
             position += size
         elif wire in (1, 5):
             position += 8 if wire == 1 else 4
@@ -179,16 +181,3 @@ def _serving_status(body: bytes) -> int:
     if position != len(message):
         raise ValueError("a field runs past the message")
     return status
-
-
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if position >= len(data) or shift > 63:
-            raise ValueError("a truncated varint")
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, position
-        shift += 7
