@@ -24,6 +24,9 @@ from edgewise.runtime.agent import grpc_health, unixhttp
 from edgewise.runtime.agent.errors import HealthCheckError
 
 _POLL_FIRST = 0.01  # seconds before the second probe of a starting module; doubled up to _POLL
+# seconds between looks for a starting module's admin socket: a look is one stat, and each millisecond waited
+# after the socket appears holds the module's start slot
+_POLL_LISTEN = 0.003
 _POLL = 0.1  # seconds between probes while waiting for a module
 _READY_WAIT = 10.0  # seconds one admin request may wait for a live module to become ready
 
@@ -89,6 +92,7 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
     did not run once itself before calling them ready (their config turns its warm-up off).
     """
     deadline = time.monotonic() + timeout
+    http_socket = admin_dir / "http.sock"
     last = "no answer yet"
     pause = _POLL_FIRST
     warm: set[str] = set()  # models the server ran once itself before it called them ready
@@ -98,12 +102,20 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise HealthCheckError(f"the module was not healthy within {timeout:g}s: {last}")
+        if not http_socket.exists():  # not bound yet: one stat per look, rather than a failed connect
+            last = f"{http_socket} does not exist yet"
+            await asyncio.sleep(_POLL_LISTEN)
+            continue
         hold = min(_READY_WAIT, remaining)
         asked = time.monotonic()
         try:
             state = await _admin_state(admin_dir, hold)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:  # bound a moment ago, not listening yet
+            last = f"{http_socket}: {exc.strerror or exc}"
+            await asyncio.sleep(_POLL_LISTEN)
+            continue
         except OSError as exc:
-            last = f"{admin_dir / 'http.sock'}: {exc.strerror or exc}"
+            last = f"{http_socket}: {exc.strerror or exc}"
         else:
             if state["ready"]:
                 models = _ready_models(state["models"])
