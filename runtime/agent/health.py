@@ -24,9 +24,10 @@ from edgewise.runtime.agent import grpc_health, unixhttp
 from edgewise.runtime.agent.errors import HealthCheckError
 
 _POLL_FIRST = 0.01  # seconds before the second probe of a starting module; doubled up to _POLL
-# seconds between looks for a starting module's admin socket: a look is one stat, and each millisecond waited
-# after the socket appears holds the module's start slot
+# seconds between looks for a starting module's admin socket during its first _POLL_LISTEN_FOR seconds (then
+# _POLL): a look is one stat, and each millisecond waited after the socket appears holds the start slot
 _POLL_LISTEN = 0.003
+_POLL_LISTEN_FOR = 1.0
 _POLL = 0.1  # seconds between probes while waiting for a module
 _READY_WAIT = 10.0  # seconds one admin request may wait for a live module to become ready
 
@@ -93,6 +94,7 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
     """
     deadline = time.monotonic() + timeout
     http_socket = admin_dir / "http.sock"
+    listen_by = time.monotonic() + _POLL_LISTEN_FOR
     last = "no answer yet"
     pause = _POLL_FIRST
     warm: set[str] = set()  # models the server ran once itself before it called them ready
@@ -104,7 +106,7 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
             raise HealthCheckError(f"the module was not healthy within {timeout:g}s: {last}")
         if not http_socket.exists():  # not bound yet: one stat per look, rather than a failed connect
             last = f"{http_socket} does not exist yet"
-            await asyncio.sleep(_POLL_LISTEN)
+            await asyncio.sleep(_POLL_LISTEN if time.monotonic() < listen_by else _POLL)
             continue
         hold = min(_READY_WAIT, remaining)
         asked = time.monotonic()
@@ -112,7 +114,7 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
             state = await _admin_state(admin_dir, hold)
         except (FileNotFoundError, ConnectionRefusedError) as exc:  # bound a moment ago, not listening yet
             last = f"{http_socket}: {exc.strerror or exc}"
-            await asyncio.sleep(_POLL_LISTEN)
+            await asyncio.sleep(_POLL_LISTEN if time.monotonic() < listen_by else _POLL)
             continue
         except OSError as exc:
             last = f"{http_socket}: {exc.strerror or exc}"
