@@ -349,7 +349,7 @@ class MqttLink:
         loop = self._loop
         if loop is None:
             return
-        if _running_loop() is loop:
+        if not self._settings.link_thread:
             loop.call_soon(callback, *args)  # paho runs on the event loop: its callbacks all come this way
             return
         with contextlib.suppress(RuntimeError):  # the loop is closing
@@ -401,10 +401,3 @@ class MqttLink:
         future = self._subacks.pop(mid, None) if client is self._client else None
         if future is not None and not future.done():
             future.set_result(granted)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
