@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NoReturn
 
 from edgewise.runtime.agent import linux
@@ -36,8 +36,7 @@ def run(spec: ForkSpec, *, log_fd: int, close_launcher: Callable[[], None]) -> N
         if spec.isolation is not None:
             isolate(spec.isolation)
         os.chdir(spec.cwd)
-        os.environ.clear()
-        os.environ.update(spec.env)
+        _own_environment(spec.env)
         linux.set_environment_strings(dict(spec.env))
         if spec.isolation is not None:
             linux.drop_capabilities()
@@ -82,6 +81,17 @@ def _own_session_and_output(log_fd: int) -> None:
     os.dup2(log_fd, 2)
     if log_fd > 2:
         os.close(log_fd)
+
+
+def _own_environment(env: Mapping[str, str]) -> None:
+    """The module's environment in place of the launcher's, which differs from it in a few variables at most
+    (see `forking.PER_MODULE_ENV`): only those are set or unset. The launcher detached the C environment from
+    its initial strings (`linux.detach_environment`), which the module then shows its own in."""
+    for key in [key for key in os.environ if key not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def _reset_signals() -> None:

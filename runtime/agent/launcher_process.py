@@ -158,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     control = socket.socket(fileno=opts.control_fd)
     os.set_inheritable(opts.control_fd, False)
     os.environ.pop(ENV_ROOM_VARIABLE, None)
+    linux.detach_environment()  # forked modules write their environment over the initial strings
     linux.set_command_line(["edgewise-agent", "module-launcher", f"--sandbox={opts.sandbox}"])
+    if opts.sandbox == "bubblewrap":
+        linux.last_capability()  # read here once instead of in every module that drops them
     preload()
     gc.freeze()  # what the launcher imported stays out of the children's collections (and their copied pages)
     return Launcher(control, isolate=opts.sandbox == "bubblewrap").serve()

@@ -5,6 +5,7 @@ namespaces, mounts, capabilities, process names. Each raises OSError with the ca
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from pathlib import Path
 
@@ -107,8 +108,7 @@ def drop_capabilities() -> None:
     """Drop every capability for good (bounding, ambient, effective, permitted, inheritable) and forbid gaining
     privileges through exec: the process keeps its uid but can no more than an unprivileged one could."""
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
-    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
-    for cap in range(last + 1):
+    for cap in range(last_capability() + 1):
         _check(_libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0), f"prctl(PR_CAPBSET_DROP, {cap})")
     _check(_libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
     header = _CapHeader(_CAPABILITY_VERSION_3, 0)
@@ -116,9 +116,17 @@ def drop_capabilities() -> None:
     _check(_libc.capset(ctypes.byref(header), data), "capset")
 
 
+@functools.cache
+def last_capability() -> int:
+    """The highest capability number this kernel knows (read once: a forked process inherits it)."""
+    return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+
+
+@functools.cache
 def _areas() -> tuple[int, int, int, int]:
     """Where this process's original argument and environment strings lie (what /proc/<pid>/cmdline and
-    /proc/<pid>/environ read): proc(5) fields 48 to 51, arg_start, arg_end, env_start, env_end."""
+    /proc/<pid>/environ read): proc(5) fields 48 to 51, arg_start, arg_end, env_start, env_end. They stay put for
+    the life of the process and a forked child has them at the same addresses, so they are read once."""
     raw = Path("/proc/self/stat").read_text()
     fields = raw[raw.rindex(")") + 2 :].split()
     return int(fields[45]), int(fields[46]), int(fields[47]), int(fields[48])
@@ -148,7 +156,14 @@ def set_environment_strings(env: dict[str, str]) -> bool:
     """Show `env` as this process's initial environment (/proc/<pid>/environ), truncated to the room there.
 
     Only safe once no environment pointer refers to the original strings any more: after every variable was
-    unset and set again (as `os.environ.clear()` and `update()` do).
+    set again (`detach_environment`) or unset.
     """
     _, _, start, end = _areas()
     return _overwrite(start, end, [os.fsencode(f"{key}={value}") for key, value in env.items()])
+
+
+def detach_environment() -> None:
+    """Set every environment variable again, so that the C environment points at copies and no longer at the
+    original strings: `set_environment_strings` may then write over them (here or in a forked child)."""
+    for key, value in list(os.environ.items()):
+        os.environ[key] = value

@@ -232,7 +232,9 @@ class ScoringServer:
 
     async def _start_public(self) -> _Listeners:
         s = self.settings
-        for protocol, port in (("gRPC", s.grpc_port), ("HTTP", s.http_port)):
+        # With deferred listening an agent opens the ports, sharing them on purpose during a handover: the look
+        # for another listener (two connects) is only for a server started by hand.
+        for protocol, port in () if s.defer_listen else (("gRPC", s.grpc_port), ("HTTP", s.http_port)):
             if port and _has_listener(s.host, port):
                 log.warning(
                     "%s port %d already has a listener; sharing it (SO_REUSEPORT) as a module handover does. "
