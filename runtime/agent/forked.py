@@ -41,7 +41,7 @@ def run(spec: ForkSpec, *, log_fd: int, close_launcher: Callable[[], None]) -> N
         if spec.isolation is not None:
             linux.drop_capabilities()
         _fresh_process_state(spec)
-        code = _serve(list(spec.args))
+        code = _serve(spec)
     except SystemExit as exc:
         code = _exit_code(exc.code)
     except BaseException as exc:  # the module's log says why it could not start; the agent sees the exit
@@ -56,10 +56,13 @@ def run(spec: ForkSpec, *, log_fd: int, close_launcher: Callable[[], None]) -> N
     os._exit(code)
 
 
-def _serve(args: list[str]) -> int:
-    from edgewise.runtime.scoring.cli import main
+def _serve(spec: ForkSpec) -> int:
+    from edgewise.runtime.scoring import cli
 
-    main(args)
+    if spec.settings is not None:
+        cli.main_from(spec.settings)
+    else:
+        cli.main(list(spec.args))
     return 0
 
 

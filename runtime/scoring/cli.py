@@ -9,15 +9,35 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any, NoReturn
 
 from edgewise.runtime.scoring.settings import ServerSettings
 
 
+class ArgumentsError(ValueError):
+    """The arguments are not the scoring server's (`read_arguments`: the caller keeps the process alive)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """With `raising`, a usage error raises ArgumentsError instead of printing usage and exiting."""
+
+    def __init__(self, *args: Any, raising: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._raising = raising
+
+    def error(self, message: str) -> NoReturn:
+        if self._raising:
+            raise ArgumentsError(message)
+        super().error(message)
+
+
 @functools.cache
-def argument_parser() -> argparse.ArgumentParser:
+def argument_parser(*, raising: bool = False) -> argparse.ArgumentParser:
     """The command line's parser (parsing leaves it unchanged, so one serves every call)."""
-    parser = argparse.ArgumentParser(prog="edgewise-score", description=__doc__)
+    parser = _Parser(prog="edgewise-score", description=__doc__, raising=raising, add_help=not raising)
     parser.add_argument("--model-repository", type=Path, required=True, help="DIR/{model}/{version}/model.onnx")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
     parser.add_argument("--grpc-port", type=int, default=8001)
@@ -56,13 +76,22 @@ def argument_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> ServerSettings:
     parser = argument_parser()
     opts = parser.parse_args(argv)
-    logging.basicConfig(
-        level=opts.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    if opts.defer_listen and opts.admin_socket_dir is None:
-        parser.error("--defer-listen needs --admin-socket-dir (the listen request arrives there)")
-    if not opts.model_repository.is_dir():
-        parser.error(f"model repository {opts.model_repository} is not a directory")
+    return _checked(_settings(opts), log_level=opts.log_level)
+
+
+def read_arguments(argv: list[str]) -> dict[str, Any]:
+    """The settings `argv` asks for, as JSON, not yet checked against the file system (the caller may see
+    another one): a module launcher hands them to a forked server (`main_from`), which then does not parse its
+    command line again. ArgumentsError when `argv` is not a valid command line."""
+    opts = argument_parser(raising=True).parse_args(argv)
+    doc: dict[str, Any] = {
+        key: str(value) if isinstance(value, Path) else value for key, value in asdict(_settings(opts)).items()
+    }
+    doc["log_level"] = opts.log_level
+    return doc
+
+
+def _settings(opts: argparse.Namespace) -> ServerSettings:
     return ServerSettings(
         model_repository=opts.model_repository,
         host=opts.host,
@@ -83,6 +112,30 @@ def parse_args(argv: list[str] | None = None) -> ServerSettings:
     )
 
 
+_PATH_SETTINGS = frozenset({"model_repository", "admin_socket_dir", "sample_file"})
+
+
+def _from_document(doc: Mapping[str, Any]) -> ServerSettings:
+    fields = {key: value for key, value in doc.items() if key != "log_level"}
+    for key in _PATH_SETTINGS:
+        if fields.get(key) is not None:
+            fields[key] = Path(fields[key])
+    return ServerSettings(**fields)
+
+
+def _checked(settings: ServerSettings, *, log_level: str) -> ServerSettings:
+    """Logging set up as asked, and what the parser alone cannot check: a usage error otherwise."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    parser = argument_parser()
+    if settings.defer_listen and settings.admin_socket_dir is None:
+        parser.error("--defer-listen needs --admin-socket-dir (the listen request arrives there)")
+    if not settings.model_repository.is_dir():
+        parser.error(f"model repository {settings.model_repository} is not a directory")
+    return settings
+
+
 def new_event_loop(grpc_engine: str) -> asyncio.AbstractEventLoop:
     """uvloop when installed and gRPC runs on the native transport (grpc.aio keeps asyncio's own loop)."""
     from edgewise.runtime.scoring.h2grpc import native
@@ -98,9 +151,17 @@ def new_event_loop(grpc_engine: str) -> asyncio.AbstractEventLoop:
 
 
 def main(argv: list[str] | None = None) -> None:
+    serve(parse_args(argv))
+
+
+def main_from(document: Mapping[str, Any]) -> None:
+    """`main` for settings `read_arguments` made from the command line."""
+    serve(_checked(_from_document(document), log_level=str(document.get("log_level", "info"))))
+
+
+def serve(settings: ServerSettings) -> None:
     from edgewise.runtime.scoring.server import run_server
 
-    settings = parse_args(argv)
     loop = new_event_loop(settings.grpc_engine)
     try:
         loop.run_until_complete(run_server(settings))

@@ -68,6 +68,23 @@ class ServerMetrics:
         return generate_latest(self.registry)
 
 
+_spare: ServerMetrics | None = None
+
+
+def make_spare() -> None:
+    """For a process that forks servers: make the metrics of the next server now. Each forked server takes its
+    own copy of them (`server_metrics`) instead of making its own, about half a millisecond of every start."""
+    global _spare
+    _spare = ServerMetrics()
+
+
+def server_metrics() -> ServerMetrics:
+    """A new server's metrics: the spare this process was forked with, if any, else new ones."""
+    global _spare
+    metrics, _spare = _spare, None
+    return metrics if metrics is not None else ServerMetrics()
+
+
 @dataclass(slots=True)
 class ModelMetrics:
     """Label-bound children, resolved once per model version so the hot path skips label lookups."""

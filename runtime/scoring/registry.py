@@ -247,10 +247,7 @@ class ModelRegistry:
         self._failed.pop((name, src.version), None)
         log.info("loading model %s version %d from %s", name, src.version, src.path)
         try:
-            backend = await asyncio.to_thread(self._loader, src.path, config)
-            self._check_batching(backend, config)
-            if config.warmup:
-                await asyncio.to_thread(backend.predict, warmup_inputs(backend.inputs), [])
+            backend = await asyncio.to_thread(self._load_and_warm_up, src.path, config)
         except Exception as exc:
             mv.state = ModelState.UNAVAILABLE
             mv.reason = str(exc) if isinstance(exc, ScoringError) else f"{type(exc).__name__}: {exc}"
@@ -277,6 +274,14 @@ class ModelRegistry:
         if stats.metrics is not None:
             stats.metrics.ready.set(1)
         log.info("model %s version %d is ready", name, src.version)
+
+    def _load_and_warm_up(self, path: Path, config: ModelConfig) -> Backend:
+        """In a worker thread: the load, its checks and the warm-up inference are one hop off the event loop."""
+        backend = self._loader(path, config)
+        self._check_batching(backend, config)
+        if config.warmup:
+            backend.predict(warmup_inputs(backend.inputs), [])
+        return backend
 
     @staticmethod
     def _check_batching(backend: Backend, config: ModelConfig) -> None:

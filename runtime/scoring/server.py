@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from edgewise.runtime.scoring import metrics as server_metrics
 from edgewise.runtime.scoring.backends import load_backend
 from edgewise.runtime.scoring.dataplane import DataPlane
 from edgewise.runtime.scoring.h2grpc import native
 from edgewise.runtime.scoring.h2grpc.connection import Connection
-from edgewise.runtime.scoring.metrics import ServerMetrics
 from edgewise.runtime.scoring.protocol.grpc_api import (
     GrpcServer,
     build_grpc_server,
@@ -183,7 +183,7 @@ class _Listeners:
 class ScoringServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        self.metrics = ServerMetrics() if settings.metrics else None
+        self.metrics = server_metrics.server_metrics() if settings.metrics else None
         loader = functools.partial(
             load_backend,
             intra_op_threads=settings.intra_op_threads,
@@ -467,6 +467,7 @@ def preload() -> None:
     # every forked server, which makes its own routes again.
     rest_routes(DataPlane(ModelRegistry(Path(os.devnull), loader=load_backend)), metrics=None, max_message_bytes=1)
     _admin_route_list(_no_answer, _no_answer)
+    server_metrics.make_spare()
     for name in (
         "encodings.idna",  # the first getaddrinfo of a host name imports it (the public listeners' port check)
         *(target.split(":")[0] for target in (uvicorn.config.HTTP_PROTOCOLS["auto"], uvicorn.config.LIFESPAN["off"])),

@@ -152,6 +152,17 @@ def score_args(launch: LaunchSpec, *, path_in_image: Callable[[str], str], sampl
     return argv
 
 
+def score_settings(args: list[str]) -> dict[str, Any] | None:
+    """`args` as the scoring server reads them, for a forked module to start from; None when they are not
+    valid (the module then parses them itself and says in its log what is wrong)."""
+    from edgewise.runtime.scoring.cli import ArgumentsError, read_arguments  # once a module is forked, not idle
+
+    try:
+        return read_arguments(args)
+    except ArgumentsError:
+        return None
+
+
 def _translate_arg(arg: str, path_in_image: Callable[[str], str]) -> str:
     if arg.startswith("/"):
         return path_in_image(arg)

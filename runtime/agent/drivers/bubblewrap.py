@@ -41,6 +41,7 @@ from edgewise.runtime.agent.drivers.base import (
     agent_bin_path,
     module_env,
     score_args,
+    score_settings,
     scoring_executable,
     transport_library,
     under,
@@ -172,6 +173,7 @@ class BubblewrapSandbox:
             title=(*scoring_executable(), *args),
             env=env,
             cwd=str(DATA_DIR),
+            settings=score_settings(args),
             isolation=Isolation(
                 hostname=launch.module[:63],
                 cover=tuple(str(r.path) for r in roots),

@@ -82,6 +82,9 @@ class ForkSpec:
     env: Mapping[str, str]
     cwd: str
     isolation: Isolation | None = None
+    # `args` as the scoring server's parser reads them (`cli.read_arguments`), when they are valid: the module
+    # starts from these instead of parsing its command line again (None: it parses, and reports what is wrong).
+    settings: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         iso = self.isolation
@@ -89,6 +92,7 @@ class ForkSpec:
             "module": self.module,
             "generation": self.generation,
             "args": list(self.args),
+            "settings": None if self.settings is None else dict(self.settings),
             "title": list(self.title),
             "env": dict(self.env),
             "cwd": self.cwd,
@@ -124,6 +128,7 @@ class ForkSpec:
             env={str(k): str(v) for k, v in dict(doc["env"]).items()},
             cwd=str(doc["cwd"]),
             isolation=isolation,
+            settings=None if doc.get("settings") is None else dict(doc["settings"]),
         )
 
 

@@ -17,6 +17,7 @@ from edgewise.runtime.agent.drivers.base import (
     agent_bin_path,
     module_env,
     score_args,
+    score_settings,
     scoring_executable,
     under,
 )
@@ -52,6 +53,7 @@ class PlainSandbox:
             title=tuple(argv),
             env=env,
             cwd=str(launch.data_dir),
+            settings=score_settings(argv[len(executable) :]),
         )
         return LauncherSpec.of(sandbox=self.name, env=env), fork
 

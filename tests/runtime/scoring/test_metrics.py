@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from edgewise.runtime.scoring import metrics as server_metrics
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
@@ -153,3 +154,10 @@ def test_model_ready_gauge_after_a_version_is_reloaded(server: ServerProcess) ->
         what="the changed file to serve",
     )
     assert value(scrape(server), "edgewise_model_ready", model="reloaded", version="1") == 1
+
+
+def test_a_forking_process_makes_the_next_servers_metrics_ahead() -> None:
+    server_metrics.make_spare()
+    spare = server_metrics.server_metrics()
+    again = server_metrics.server_metrics()
+    assert spare is not again and spare.registry is not again.registry  # the spare serves one server only

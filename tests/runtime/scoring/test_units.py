@@ -14,6 +14,7 @@ import orjson
 import pytest
 from edgewise.proto import inference_pb2 as pb
 from edgewise.runtime.scoring.backends.base import Backend
+from edgewise.runtime.scoring.cli import ArgumentsError, read_arguments
 from edgewise.runtime.scoring.datatypes import (
     NUMPY_DTYPES,
     ONNX_TYPES,
@@ -473,3 +474,22 @@ def test_the_runtime_warm_up_model_is_what_onnx_serializes_and_leaves_no_thread(
     threads = set(os.listdir("/proc/self/task"))
     warm_up_runtime()
     assert set(os.listdir("/proc/self/task")) <= threads
+
+
+def test_read_arguments_gives_the_settings_the_command_line_asks_for(tmp_path: Path) -> None:
+    args = ["--model-repository", str(tmp_path), "--grpc-port", "9001", "--metrics", "--log-level", "debug"]
+    doc = read_arguments(args)
+    assert json.loads(json.dumps(doc)) == doc  # handed to a forked server as JSON
+    assert doc["model_repository"] == str(tmp_path) and doc["grpc_port"] == 9001 and doc["metrics"] is True
+    assert doc["admin_socket_dir"] is None and doc["log_level"] == "debug"
+    assert read_arguments(["--model-repository", "/not/here"])["model_repository"] == "/not/here"  # unchecked
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--grpc-port", "9001"], ["--model-repository", "/m", "--grpc-port", "many"], ["--model-repository", "/m", "-h"]],
+)
+def test_read_arguments_raises_instead_of_exiting(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ArgumentsError):
+        read_arguments(args)
+    assert capsys.readouterr() == ("", "")  # nothing printed: the caller (an agent) goes on

@@ -14,8 +14,9 @@ from edgewise.runtime.agent.drivers.forking import ARGS_FD, ForkSpec, LauncherSp
 from edgewise.runtime.agent.errors import ModuleError
 from edgewise.runtime.agent.launcher import LauncherPool
 from edgewise.runtime.agent.slots import StartSlots
+from edgewise.runtime.scoring.cli import read_arguments
 
-from tests.runtime.agent.modules.conftest import LaunchFactory
+from tests.runtime.agent.modules.conftest import LaunchFactory, make_image
 from tests.support import require_native_grpc
 
 
@@ -30,6 +31,19 @@ def test_a_plain_fork_is_the_command_it_replaces(make_launch: LaunchFactory, tmp
     assert spec.sandbox == "none" and "HOME" not in dict(spec.env)  # HOME is each module's own
     assert dict(spec.env)["ORT_DISABLE_TELEMETRY"] == "1"
     assert ForkSpec.from_json(fork.to_json()) == fork
+    # the module starts from its arguments as the scoring server reads them, without parsing them again
+    assert fork.settings == read_arguments(list(fork.args))
+    assert fork.settings["sample_rate"] == 0.5 and fork.settings["defer_listen"] is launch.defer_listen
+
+
+def test_a_fork_with_arguments_the_server_rejects_parses_them_itself(
+    make_launch: LaunchFactory, tmp_path: Path
+) -> None:
+    """The module's own parser then says what is wrong, in its log, as a server started as a program would."""
+    rootfs, config = make_image(tmp_path / "image-bad")
+    config["Cmd"] = ["--no-such-option"]
+    plan = PlainSandbox().fork_plan(make_launch(rootfs=rootfs, image_config=config), roots=())
+    assert plan is not None and plan[1].settings is None and "--no-such-option" in plan[1].args
 
 
 def test_modules_with_equal_environments_share_a_launcher(make_launch: LaunchFactory, tmp_path: Path) -> None:

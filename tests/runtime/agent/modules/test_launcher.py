@@ -18,7 +18,7 @@ from edgewise.runtime.agent.health import admin_request
 from edgewise.runtime.agent.launcher import LauncherPool
 from edgewise.runtime.agent.supervisor import ModuleProcess, Supervisor, read_stat
 
-from tests.runtime.agent.modules.conftest import BWRAP, LaunchFactory, Tracker, needs_bwrap
+from tests.runtime.agent.modules.conftest import BWRAP, LaunchFactory, Tracker, make_image, needs_bwrap
 from tests.runtime.agent.modules.test_supervisor import port_open
 from tests.support import wait_until
 
@@ -82,7 +82,9 @@ def test_a_forked_module_is_an_ordinary_supervised_process(
     assert "edgewise-score stopped" in log
 
 
-def test_exit_codes_of_forked_modules(make_launch: LaunchFactory, tracker: Tracker, pool: LauncherPool) -> None:
+def test_exit_codes_of_forked_modules(
+    make_launch: LaunchFactory, tracker: Tracker, pool: LauncherPool, tmp_path: Path
+) -> None:
     supervisor = Supervisor(sandbox=PlainSandbox(), stop_grace=0.5, launchers=pool)
     killed = start(supervisor, make_launch(), tracker)
     os.kill(killed.pid, signal.SIGKILL)
@@ -100,6 +102,14 @@ def test_exit_codes_of_forked_modules(make_launch: LaunchFactory, tracker: Track
     wait_until(lambda: supervisor.exit_status(proc)[0], timeout=20.0, what="the module to exit")
     assert supervisor.exit_status(proc) == (True, 2)
     assert "is not a directory" in bad.log_path.read_text()
+
+    rootfs, config = make_image(tmp_path / "image-unknown-option")
+    config["Cmd"] = ["--no-such-option"]  # the module's own parser rejects it, as the program's would
+    unknown = make_launch(4, rootfs=rootfs, image_config=config, log_path=tmp_path / "unknown.log")
+    proc = tracker.add(supervisor, asyncio.run(supervisor.spawn(unknown)))
+    wait_until(lambda: supervisor.exit_status(proc)[0], timeout=20.0, what="the module to exit")
+    assert supervisor.exit_status(proc) == (True, 2)
+    assert "unrecognized arguments: --no-such-option" in unknown.log_path.read_text()
 
 
 def test_modules_outlive_their_launcher(make_launch: LaunchFactory, tracker: Tracker, pool: LauncherPool) -> None:
