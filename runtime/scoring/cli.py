@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -84,9 +84,11 @@ def read_arguments(argv: list[str]) -> dict[str, Any]:
     another one): a module launcher hands them to a forked server (`main_from`), which then does not parse its
     command line again. ArgumentsError when `argv` is not a valid command line."""
     opts = argument_parser(raising=True).parse_args(argv)
-    doc: dict[str, Any] = {
-        key: str(value) if isinstance(value, Path) else value for key, value in asdict(_settings(opts)).items()
-    }
+    settings = _settings(opts)
+    doc: dict[str, Any] = {}
+    for field in fields(settings):
+        value = getattr(settings, field.name)
+        doc[field.name] = str(value) if isinstance(value, Path) else value
     doc["log_level"] = opts.log_level
     return doc
 
