@@ -268,8 +268,13 @@ class Reconciler:
     # -- health -----------------------------------------------------------------------------------
 
     async def check_health(self, *, interval: float) -> bool:
-        """Poll exits and liveness; True when a pass should run (a module exited or became unhealthy)."""
+        """Poll exits and liveness; True when a pass should run (a module exited or became unhealthy).
+
+        A module that started within the last interval is not probed yet: its start proved it live and ready
+        (and warm) a moment ago, and a deployment to many devices should not pay for every check twice.
+        """
         needed = False
+        now = self._clock()
         for name, process in list(self.processes.items()):
             exited, code = self._supervisor.exit_status(process)
             if exited:
@@ -277,7 +282,10 @@ class Reconciler:
                 self._exit_codes[name] = code
                 needed = True
                 continue
-            result = await health.probe(process.admin_dir)
+            if 0.0 <= now - process.started_at < interval and name not in self._probe_failures:
+                result = health.Probe(live=True, ready=True, detail="started within the last interval")
+            else:
+                result = await health.probe(process.admin_dir)
             pid, failures = self._probe_failures.get(name, (process.pid, 0))
             if pid != process.pid:
                 failures = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -171,3 +172,28 @@ def test_restart_policy_restarts_a_killed_module(rig: DeviceRig, images: ImageFa
     # Killing the reported process must not leave the scoring server it ran behind, still holding the port.
     wait_one_server_per_module(rig, timeout=20)
     assert serving_pid(rig) == module_state(state, MODULE)["pid"]
+
+
+def test_a_module_that_stops_answering_is_replaced(rig: DeviceRig, images: ImageFactory) -> None:
+    """Alive but frozen: its health checks fail until it counts as unhealthy, and the restart policy replaces it."""
+    v1 = images.image(1)
+    rig.deploy(v1, restart_policy="always")
+    rig.wait_serving(v1)
+    pid = serving_pid(rig)
+    os.kill(pid, signal.SIGSTOP)  # it answers no request now, and its exit status stays unknown
+    try:
+        rig.observer.wait_reported(
+            lambda s: (
+                module_state(s, MODULE).get("runtimeStatus") == "running"
+                and module_state(s, MODULE).get("pid") not in (None, pid)
+                and module_state(s, MODULE).get("restartCount") == 1
+            ),
+            timeout=60,
+            what="the frozen module replaced",
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    assert rig.wait_serving(v1).factor == v1.factor
+    wait_for(lambda: not procs.alive(pid), timeout=20, what="the frozen module gone")
+    wait_one_server_per_module(rig, timeout=20)
