@@ -10,9 +10,9 @@ that fails ends without a message, and that is all the check needs to know.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
+from edgewise.runtime.agent.unixstream import UnixStream
 from edgewise.runtime.protowire import read_varint
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -103,21 +103,23 @@ async def check(socket_path: Path, *, timeout: float) -> tuple[bool, str]:
 
 async def _call(socket_path: Path) -> bytes:
     """Send the request and return the answer's DATA bytes once the server ends the stream."""
-    reader, writer = await asyncio.open_unix_connection(str(socket_path))
+    stream = await UnixStream.connect(socket_path)
     try:
-        writer.write(_REQUEST)
+        await stream.send(_REQUEST)
         data = bytearray()
         while True:
-            header = await reader.readexactly(9)
+            header = await stream.read_exactly(9)
             length = int.from_bytes(header[:3], "big")
             kind, flags = header[3], header[4]
-            stream = int.from_bytes(header[5:], "big") & 0x7FFF_FFFF
+            stream_id = int.from_bytes(header[5:], "big") & 0x7FFF_FFFF
             if length > _MAX_FRAME:
                 raise _CallFailed(f"a frame of {length} bytes")
-            payload = await reader.readexactly(length)
-            if stream == 0:
-                _connection_frame(writer, kind, flags, payload)
-            elif stream == _STREAM:
+            payload = await stream.read_exactly(length)
+            if stream_id == 0:
+                answer = _connection_frame(kind, flags, payload)
+                if answer:
+                    await stream.send(answer)
+            elif stream_id == _STREAM:
                 if kind == _RST_STREAM:
                     raise _CallFailed(f"the server reset the call (HTTP/2 error {int.from_bytes(payload[:4], 'big')})")
                 if kind == _DATA:
@@ -129,20 +131,21 @@ async def _call(socket_path: Path) -> bytes:
                         raise _CallFailed("the call ended without an answer")
                     return bytes(data)
     finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+        stream.close()
 
 
-def _connection_frame(writer: asyncio.StreamWriter, kind: int, flags: int, payload: bytes) -> None:
+def _connection_frame(kind: int, flags: int, payload: bytes) -> bytes:
+    """What a frame on the connection (stream 0) asks to be sent back: the acknowledgement of the server's
+    settings or ping, else nothing."""
     if kind == _SETTINGS and not flags & _ACK:
-        writer.write(_frame(_SETTINGS, _ACK, 0))
-    elif kind == _PING and not flags & _ACK:
-        writer.write(_frame(_PING, _ACK, 0, payload[:8]))
-    elif kind == _GOAWAY:
+        return _frame(_SETTINGS, _ACK, 0)
+    if kind == _PING and not flags & _ACK:
+        return _frame(_PING, _ACK, 0, payload[:8])
+    if kind == _GOAWAY:
         last_stream = int.from_bytes(payload[:4], "big") & 0x7FFF_FFFF
         if last_stream < _STREAM:  # the call was not taken: no answer will come
             raise _CallFailed(f"the server went away (HTTP/2 error {int.from_bytes(payload[4:8], 'big')})")
+    return b""
 
 
 def _unpadded(payload: bytes, flags: int) -> bytes:

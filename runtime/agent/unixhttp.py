@@ -13,6 +13,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from edgewise.runtime.agent.unixstream import UnixStream
+
 
 class UnixHTTPConnection(http.client.HTTPConnection):
     """An HTTPConnection whose transport is the unix socket at `path`."""
@@ -67,41 +69,42 @@ async def request_async(
     elif method not in ("GET", "HEAD"):
         head += "Content-Length: 0\r\n"
     try:
-        return await asyncio.wait_for(_exchange(socket_path, head.encode() + b"\r\n" + payload), timeout)
+        async with asyncio.timeout(timeout):
+            return await _exchange(socket_path, head.encode() + b"\r\n" + payload)
     except TimeoutError:
         raise TimeoutError(f"no answer from {socket_path} to {method} {path} within {timeout:g}s") from None
 
 
 async def _exchange(socket_path: Path, message: bytes) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_unix_connection(str(socket_path))
+    stream = await UnixStream.connect(socket_path)
     try:
-        writer.write(message)
-        head = await reader.readuntil(b"\r\n\r\n")
+        await stream.send(message)
+        head = await stream.read_until(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
             raise OSError(f"bad HTTP answer from {socket_path}: {lines[0][:80]!r}")
         headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            content = await _read_chunked(reader)
+            content = await _read_chunked(stream)
         elif "content-length" in headers:
-            content = await reader.readexactly(int(headers["content-length"]))
+            content = await stream.read_exactly(int(headers["content-length"]))
         else:
-            content = await reader.read()
+            content = await stream.read_to_end()
         return int(parts[1]), content
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+    except (asyncio.IncompleteReadError, ValueError) as exc:
         raise OSError(f"bad HTTP answer from {socket_path}: {exc!r}") from None
     finally:
-        writer.close()
+        stream.close()
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+async def _read_chunked(stream: UnixStream) -> bytes:
     chunks: list[bytes] = []
     while True:
-        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
+        size = int((await stream.read_until(b"\r\n")).split(b";", 1)[0].strip(), 16)
         if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
+            while (await stream.read_until(b"\r\n")) != b"\r\n":  # trailers
                 pass
             return b"".join(chunks)
-        chunks.append(await reader.readexactly(size))
-        await reader.readexactly(2)
+        chunks.append(await stream.read_exactly(size))
+        await stream.read_exactly(2)

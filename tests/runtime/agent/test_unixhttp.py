@@ -14,8 +14,9 @@ from edgewise.runtime.agent import unixhttp
 Handler = Callable[[bytes], bytes]
 
 
-async def _serve(handler: Handler, body: Callable[[Path], Awaitable[None]]) -> list[bytes]:
-    """Run `body` against a unix-socket server that answers every request with `handler(request)`."""
+async def _serve(handler: Handler, body: Callable[[Path], Awaitable[None]], *, piece: int = 0) -> list[bytes]:
+    """Run `body` against a unix-socket server that answers every request with `handler(request)` (in pieces of
+    `piece` bytes, each sent on its own, when given)."""
     seen: list[bytes] = []
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -25,8 +26,12 @@ async def _serve(handler: Handler, body: Callable[[Path], Awaitable[None]]) -> l
         )
         request = head + (await reader.readexactly(length) if length else b"")
         seen.append(request)
-        writer.write(handler(request))
-        await writer.drain()
+        answer = handler(request)
+        for start in range(0, len(answer), piece or len(answer) or 1):
+            writer.write(answer[start : start + (piece or len(answer))])
+            await writer.drain()
+            if piece:
+                await asyncio.sleep(0.001)
         writer.close()
 
     with tempfile.TemporaryDirectory(prefix="ew-http-", dir="/tmp") as folder:
@@ -38,14 +43,14 @@ async def _serve(handler: Handler, body: Callable[[Path], Awaitable[None]]) -> l
 
 
 def _exchange(
-    handler: Handler, method: str = "GET", body: object = None, timeout: float = 5.0
+    handler: Handler, method: str = "GET", body: object = None, timeout: float = 5.0, piece: int = 0
 ) -> tuple[tuple[int, bytes], list[bytes]]:
     result: list[tuple[int, bytes]] = []
 
     async def ask(path: Path) -> None:
         result.append(await unixhttp.request_async(path, method, "/v2/x?y=1", body=body, timeout=timeout))
 
-    seen = asyncio.run(_serve(handler, ask))
+    seen = asyncio.run(_serve(handler, ask, piece=piece))
     return result[0], seen
 
 
@@ -65,11 +70,20 @@ def test_a_chunked_answer_and_one_ended_by_closing_are_read_whole() -> None:
     )
 
 
+def test_an_answer_that_arrives_a_few_bytes_at_a_time_is_read_whole() -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    assert _exchange(lambda _: chunked, piece=3)[0] == (200, b"abcde")
+    sized = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world"
+    assert _exchange(lambda _: sized, piece=2)[0] == (200, b"hello world")
+
+
 def test_an_answer_that_is_not_http_or_is_cut_short_is_an_os_error() -> None:
     with pytest.raises(OSError, match="bad HTTP answer"):
         _exchange(lambda _: b"SSH-2.0-OpenSSH\r\n\r\n")
     with pytest.raises(OSError, match="bad HTTP answer"):
         _exchange(lambda _: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+    with pytest.raises(OSError, match="bad HTTP answer"):  # a header that never ends
+        _exchange(lambda _: b"HTTP/1.1 200 OK\r\nX: " + b"y" * 200_000)
 
 
 def test_no_server_is_an_os_error_and_a_silent_one_a_timeout(tmp_path: Path) -> None:
