@@ -6,6 +6,8 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -151,6 +153,20 @@ def test_agent_restarts_a_dead_module_from_its_state_without_broker(
     assert serving_pid(rig) == module_state(state, MODULE)["pid"]
 
 
+def _restarted_once(pid: int) -> Callable[[dict[str, Any]], bool]:
+    """The reported state shows the module running again, as another process, after one restart."""
+
+    def check(state: dict[str, Any]) -> bool:
+        module = module_state(state, MODULE)
+        return (
+            module.get("runtimeStatus") == "running"
+            and module.get("pid") not in (None, pid)
+            and module.get("restartCount") == 1
+        )
+
+    return check
+
+
 def test_restart_policy_restarts_a_killed_module(rig: DeviceRig, images: ImageFactory) -> None:
     v1 = images.image(1)
     state = rig.deploy(v1, restart_policy="always")
@@ -158,15 +174,7 @@ def test_restart_policy_restarts_a_killed_module(rig: DeviceRig, images: ImageFa
     pid = serving_pid(rig)
     assert module_state(state, MODULE)["restartCount"] == 0
     os.kill(pid, signal.SIGKILL)
-    state = rig.observer.wait_reported(
-        lambda s: (
-            module_state(s, MODULE).get("runtimeStatus") == "running"
-            and module_state(s, MODULE).get("pid") not in (None, pid)
-            and module_state(s, MODULE).get("restartCount") == 1
-        ),
-        timeout=45,
-        what="the module restarted once",
-    )
+    state = rig.observer.wait_reported(_restarted_once(pid), timeout=45, what="the module restarted once")
     assert rig.wait_serving(v1).factor == v1.factor
     assert not procs.alive(pid)
     # Killing the reported process must not leave the scoring server it ran behind, still holding the port.
@@ -182,15 +190,7 @@ def test_a_module_that_stops_answering_is_replaced(rig: DeviceRig, images: Image
     pid = serving_pid(rig)
     os.kill(pid, signal.SIGSTOP)  # it answers no request now, and its exit status stays unknown
     try:
-        rig.observer.wait_reported(
-            lambda s: (
-                module_state(s, MODULE).get("runtimeStatus") == "running"
-                and module_state(s, MODULE).get("pid") not in (None, pid)
-                and module_state(s, MODULE).get("restartCount") == 1
-            ),
-            timeout=60,
-            what="the frozen module replaced",
-        )
+        rig.observer.wait_reported(_restarted_once(pid), timeout=60, what="the frozen module replaced")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
