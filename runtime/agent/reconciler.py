@@ -166,7 +166,8 @@ class Reconciler:
         timeout = random.uniform(0.0, interval)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             timeout = interval
             self._wake.clear()
             await self.reconcile()

@@ -166,7 +166,8 @@ class _HttpServer(uvicorn.Server):
         while not should_exit:
             counter = (counter + 10) % 864000  # uvicorn refreshes its Date header when the counter is a multiple of 10
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._exit_requested.wait(), HOUSEKEEPING_INTERVAL)
+                async with asyncio.timeout(HOUSEKEEPING_INTERVAL):  # no task per tick, as wait_for makes
+                    await self._exit_requested.wait()
             should_exit = await self.on_tick(counter)
 
 

@@ -30,8 +30,11 @@ IMAGE_KIND_LABEL = "io.edgewise.image.kind"
 
 # Options the agent sets itself; the image's values (if any) are dropped.
 _OWNED_WITH_VALUE = frozenset(
-    {"--host", "--http-port", "--grpc-port", "--admin-socket-dir", "--sample-file", "--sample-rate"}
-)
+    {
+        "--host", "--http-port", "--grpc-port", "--admin-socket-dir", "--sample-file", "--sample-rate",
+        "--repository-poll-secs",
+    }
+)  # fmt: skip
 _OWNED_FLAGS = frozenset({"--defer-listen", "--metrics"})
 
 
@@ -143,6 +146,9 @@ def score_args(launch: LaunchSpec, *, path_in_image: Callable[[str], str], sampl
     s = launch.settings
     argv = [*translated, "--host", s.host, "--http-port", str(s.http_port)]
     argv += ["--grpc-port", str(s.grpc_port), "--admin-socket-dir", str(launch.admin_dir)]
+    # The repository is the image's, which never changes under a running module (a new model comes as a new
+    # image, and so as a new module generation): the server scans it once instead of every two seconds.
+    argv += ["--repository-poll-secs", "0"]
     if s.metrics:
         argv.append("--metrics")
     if launch.defer_listen:

@@ -126,7 +126,8 @@ class MqttLink:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._acks[info.mid] = future
         try:
-            await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):  # cancels the future when the time is up, as wait_for would
+                await future
         except TimeoutError:
             raise LinkError(f"the broker did not acknowledge a publish to {topic} within {timeout:g}s") from None
         finally:

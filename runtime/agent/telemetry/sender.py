@@ -64,7 +64,8 @@ class TelemetrySender:
                 await self._drain()
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), IDLE_CHECK)
+                async with asyncio.timeout(IDLE_CHECK):
+                    await self._wake.wait()
 
     async def _drain(self) -> None:
         """Send until the spool is empty or the link fails; unacknowledged batches are resent next time."""

@@ -20,6 +20,7 @@ def option(argv: list[str], name: str) -> list[str]:
 
 def test_strip_owned_options_drops_both_forms_and_flags() -> None:
     args = ["--model-repository", "/m", "--host", "0.0.0.0", "--http-port=80", "--metrics", "--log-level", "info"]
+    args += ["--repository-poll-secs", "5"]
     assert strip_owned_options(args) == ["--model-repository", "/m", "--log-level", "info"]
 
 
@@ -37,6 +38,7 @@ def test_plain_command_points_into_the_rootfs(make_launch: LaunchFactory) -> Non
     assert option(argv, "--sample-file") == ["/tmp/x/samples.jsonl"] and option(argv, "--sample-rate") == ["0.25"]
     assert "--metrics" not in argv and "--defer-listen" not in argv
     assert option(argv, "--log-level") == ["info"]  # the image's Cmd is kept
+    assert option(argv, "--repository-poll-secs") == ["0"]  # the image's repository never changes
     assert command.cwd == launch.data_dir
     assert command.env["HOME"] == str(launch.data_dir)
     assert command.env["OMP_NUM_THREADS"] == "1" and command.env["MODEL_NAME"] == "iris"
