@@ -251,6 +251,8 @@ class Reconciler:
         keep = {record.digest for record in self.records.values() if record.digest} | self._previous_digests
         if self.accepted is not None:
             keep |= {spec.digest for spec in self.accepted.modules.values()}
+        if self._store.is_clean(keep=keep):  # the usual pass: nothing to collect, no worker thread needed
+            return
         try:
             freed = await asyncio.to_thread(self._store.collect_garbage, keep=keep)
         except OSError as exc:

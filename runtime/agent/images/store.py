@@ -109,12 +109,19 @@ class ImageStore:
             size=int(record.get("size", 0)),
         )
 
-    def collect_garbage(self, *, keep: Collection[str]) -> int:
-        """Remove every image whose digest is not in `keep` (and not being pulled), and blobs no kept image uses."""
+    def is_clean(self, *, keep: Collection[str]) -> bool:
+        """Whether `collect_garbage(keep=keep)` would find nothing: no pull since the last collection, and it kept
+        no more than `keep`. Cheap enough for the event loop, so a caller can skip a worker thread's hop."""
         kept = frozenset(keep)
         with self._guard:
-            if self._clean is not None and kept >= self._clean[0] and self._pulls == self._clean[1]:
-                return 0
+            return self._clean is not None and kept >= self._clean[0] and self._pulls == self._clean[1]
+
+    def collect_garbage(self, *, keep: Collection[str]) -> int:
+        """Remove every image whose digest is not in `keep` (and not being pulled), and blobs no kept image uses."""
+        if self.is_clean(keep=keep):
+            return 0
+        kept = frozenset(keep)
+        with self._guard:
             pulls = self._pulls
             protected = set(kept) | set(self._busy)
         freed = 0

@@ -121,8 +121,11 @@ def test_garbage_collection_and_the_disk_budget(
     assert store.usage_bytes() == before - freed
     assert store.cached(b.digest) is None and not b.rootfs.exists()
     assert store.cached(a.digest) == a
+    assert store.is_clean(keep={a.digest}) and store.is_clean(keep={a.digest, b.digest})
+    assert not store.is_clean(keep=set())  # a would go
     assert store.collect_garbage(keep={a.digest}) == 0
     again = store.ensure(second)  # a pull since the last collection: the next one looks again
+    assert not store.is_clean(keep={a.digest})
     assert store.collect_garbage(keep={a.digest}) >= again.size and store.cached(b.digest) is None
     crashed = tmp_path / "gc/rootfs" / f".{b.digest.replace(':', '-')}.pull-x1y2"
     (crashed / "root").mkdir(parents=True)
