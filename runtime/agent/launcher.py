@@ -175,7 +175,10 @@ class Launcher:
 
     def _exit_of(self, pid: int, ticks: int) -> _Exit:
         with self._lock:
-            return self._exits.setdefault((pid, ticks), _Exit())
+            entry = self._exits.setdefault((pid, ticks), _Exit())
+            if self._closed:  # gone already: its exit can no longer be told (callers look in /proc)
+                entry.done.set()
+            return entry
 
     # -- the reader thread -------------------------------------------------------------------------
 

@@ -221,10 +221,10 @@ class Supervisor:
             return (not is_running(proc.pid, proc.start_ticks), None)
         if isinstance(child, LaunchedProcess):
             known, code = child.reported()
-            if code is None and is_running(proc.pid, proc.start_ticks):
-                return (False, None)  # (its launcher may be gone: the module still runs)
             if not known:
-                _, code = child.wait(1.0)  # gone: the launcher reaps it and reports within moments
+                return (False, None)  # its launcher reaps it and reports the exit within moments
+            if code is None and is_running(proc.pid, proc.start_ticks):
+                return (False, None)  # its launcher is gone, not the module
             return (True, _exit_code(code) if code is not None else None)
         code = child.poll()
         if child.pid != proc.pid and code is None and not is_running(proc.pid, proc.start_ticks):
