@@ -106,7 +106,7 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
             raise HealthCheckError(f"the module was not healthy within {timeout:g}s: {last}")
         if not http_socket.exists():  # not bound yet: one stat per look, rather than a failed connect
             last = f"{http_socket} does not exist yet"
-            await asyncio.sleep(_POLL_LISTEN if time.monotonic() < listen_by else _POLL)
+            await asyncio.sleep(_listen_pause(listen_by))
             continue
         hold = min(_READY_WAIT, remaining)
         asked = time.monotonic()
@@ -114,7 +114,7 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
             state = await _admin_state(admin_dir, hold)
         except (FileNotFoundError, ConnectionRefusedError) as exc:  # bound a moment ago, not listening yet
             last = f"{http_socket}: {exc.strerror or exc}"
-            await asyncio.sleep(_POLL_LISTEN if time.monotonic() < listen_by else _POLL)
+            await asyncio.sleep(_listen_pause(listen_by))
             continue
         except OSError as exc:
             last = f"{http_socket}: {exc.strerror or exc}"
@@ -140,6 +140,11 @@ async def wait_healthy(admin_dir: Path, *, timeout: float, warmup: bool, alive: 
             if not alive():
                 raise HealthCheckError("the module exited during its warm-up inference")
             await _warm_up(admin_dir, name, timeout=max(1.0, deadline - time.monotonic()))
+
+
+def _listen_pause(listen_by: float) -> float:
+    """Seconds until the next look for a starting module's admin socket."""
+    return _POLL_LISTEN if time.monotonic() < listen_by else _POLL
 
 
 async def _admin_state(admin_dir: Path, seconds: float) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import os
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -84,13 +83,7 @@ def read_arguments(argv: list[str]) -> dict[str, Any]:
     another one): a module launcher hands them to a forked server (`main_from`), which then does not parse its
     command line again. ArgumentsError when `argv` is not a valid command line."""
     opts = argument_parser(raising=True).parse_args(argv)
-    settings = _settings(opts)
-    doc: dict[str, Any] = {}
-    for field in fields(settings):
-        value = getattr(settings, field.name)
-        doc[field.name] = str(value) if isinstance(value, Path) else value
-    doc["log_level"] = opts.log_level
-    return doc
+    return {**_settings(opts).to_json(), "log_level": opts.log_level}
 
 
 def _settings(opts: argparse.Namespace) -> ServerSettings:
@@ -112,17 +105,6 @@ def _settings(opts: argparse.Namespace) -> ServerSettings:
         sample_rate=opts.sample_rate,
         sample_file_max_bytes=opts.sample_file_max_bytes,
     )
-
-
-_PATH_SETTINGS = frozenset({"model_repository", "admin_socket_dir", "sample_file"})
-
-
-def _from_document(doc: Mapping[str, Any]) -> ServerSettings:
-    fields = {key: value for key, value in doc.items() if key != "log_level"}
-    for key in _PATH_SETTINGS:
-        if fields.get(key) is not None:
-            fields[key] = Path(fields[key])
-    return ServerSettings(**fields)
 
 
 def _checked(settings: ServerSettings, *, log_level: str) -> ServerSettings:
@@ -158,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def main_from(document: Mapping[str, Any]) -> None:
     """`main` for settings `read_arguments` made from the command line."""
-    serve(_checked(_from_document(document), log_level=str(document.get("log_level", "info"))))
+    settings = ServerSettings.from_json({key: value for key, value in document.items() if key != "log_level"})
+    serve(_checked(settings, log_level=str(document.get("log_level", "info"))))
 
 
 def serve(settings: ServerSettings) -> None:

@@ -1,9 +1,13 @@
-"""Settings of one scoring server, filled from the command line."""
+"""Settings of one scoring server, filled from the command line (and carried as JSON to a forked server)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
+
+_PATHS = frozenset({"model_repository", "admin_socket_dir", "sample_file"})  # fields that hold a Path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,3 +36,16 @@ class ServerSettings:
     sample_file: Path | None = None
     sample_rate: float = 0.0
     sample_file_max_bytes: int = 16 * 1024 * 1024
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, paths as strings."""
+        doc = {field.name: getattr(self, field.name) for field in fields(self)}
+        return {key: str(value) if key in _PATHS and value is not None else value for key, value in doc.items()}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ServerSettings:
+        """What `to_json` gave."""
+        values: dict[str, Any] = {
+            key: Path(value) if key in _PATHS and value is not None else value for key, value in doc.items()
+        }
+        return cls(**values)
