@@ -13,7 +13,6 @@ stalled, delayed or throttled alone.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -26,6 +25,7 @@ from typing import Any, Self, TypeVar
 
 from edgewise.cloud.broker import BrokerManager
 from edgewise.runtime.agent.config import DEVICE_ID, AgentSettings
+from edgewise.runtime.agent.state import read_record_documents
 from edgewise.runtime.agent.supervisor import is_running
 from edgewise.simulators._loop import LoopThread
 from edgewise.simulators.faults import LinkProxy, check_loopback
@@ -329,14 +329,14 @@ def kill_module_processes(state_dir: Path, *, wait: float = 10.0) -> list[int]:
 def _recorded_processes(state_dir: Path) -> list[int]:
     """The live processes the module records in `state_dir` name (checked by start time: pids are reused)."""
     pids: list[int] = []
-    for path in state_dir.glob("modules/*/record.json"):
-        try:
-            record = json.loads(path.read_bytes())
-            pid, ticks = record.get("pid"), record.get("startTicks")
-            if isinstance(pid, int) and isinstance(ticks, int) and is_running(pid, ticks):
-                pids.append(pid)
-        except (OSError, ValueError, AttributeError):
-            continue
+    try:
+        records = read_record_documents(state_dir)
+    except (OSError, ValueError):
+        return pids
+    for record in records.values():
+        pid, ticks = (record.get("pid"), record.get("startTicks")) if isinstance(record, dict) else (None, None)
+        if isinstance(pid, int) and isinstance(ticks, int) and is_running(pid, ticks):
+            pids.append(pid)
     return pids
 
 

@@ -1,9 +1,11 @@
-"""The state directory: the accepted manifest and one record per module, written atomically.
+"""The state directory: the accepted manifest and the module records, each saved crash-safe in place.
 
-The agent keeps nothing in memory that it cannot rebuild from here: after a crash it re-verifies
-`manifest.json`, reads every `modules/{name}/record.json`, adopts the processes that still run and
-converges again. Writes go to a temporary file that is fsynced and renamed over the old one, so a
-power cut leaves either the old or the new file, never half of one.
+The agent keeps nothing in memory that it cannot rebuild from here: after a crash it re-verifies the saved
+manifest, reads the module records, adopts the processes that still run and converges again. Both are small
+files saved in two slots taken in turn (`slotfile.py`: `manifest.a`/`.b`, `records.a`/`.b`), so a power cut
+leaves the old or the new content, never half of one, and a save allocates no inode: the agent saves several
+times per deployment. A `manifest.json` (or `modules/{name}/record.json`, from agents before the slots) is read
+when no slot holds a save yet, and replaced by the slots at the first save.
 
 The agent queues its saves (`queue_record`, `queue_manifest`, `queue_module_removal`): a worker thread writes
 them in order while the event loop goes on, and `await saved()` returns once everything queued is on disk. The
@@ -40,11 +42,15 @@ from edgewise.runtime.agent.model import (
     RestartPolicy,
     RuntimeStatus,
 )
+from edgewise.runtime.agent.slotfile import read_slots, remove_slots, write_slots
 from edgewise.runtime.agent.state_writer import StateWriter, writer_for
 
 log = logging.getLogger(__name__)
 
-RECORD_FILE = "record.json"
+MANIFEST = "manifest"  # the slots' base name in the state directory
+RECORDS = "records"
+LEGACY_MANIFEST = "manifest.json"  # read when no slot holds a manifest: an earlier agent's, or one put there by hand
+LEGACY_RECORD = "record.json"  # modules/{name}/record.json of an earlier agent
 _ADMIN = re.compile(r"^admin-(\d+)$")
 # A unix socket path holds at most 107 bytes: a deep state directory keeps its modules' sockets in a short
 # per-user runtime folder instead, named after a hash of the state directory.
@@ -198,28 +204,23 @@ def same_deployment(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) ->
     return {k: v for k, v in a.items() if k != "status"} == {k: v for k, v in b.items() if k != "status"}
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old or the new content, even after a power cut."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+def read_record_documents(root: Path) -> dict[str, Any]:
+    """The module records saved in the state directory `root`, as JSON documents by module name (what the slots
+    hold, else an earlier agent's record files; an unreadable one of those is left out)."""
+    return _record_documents(root, read_slots(root / RECORDS))
 
 
-def atomic_write_json(path: Path, document: Any) -> None:
-    atomic_write_bytes(path, json.dumps(document, indent=2, sort_keys=True).encode() + b"\n")
+def _record_documents(root: Path, content: bytes | None) -> dict[str, Any]:
+    if content is not None:
+        modules = json.loads(content).get("modules")
+        return dict(modules) if isinstance(modules, dict) else {}
+    documents: dict[str, Any] = {}
+    for path in sorted((root / "modules").glob(f"*/{LEGACY_RECORD}")):
+        try:
+            documents[path.parent.name] = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable module record %s: %s", path, exc)
+    return documents
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -255,8 +256,9 @@ class StateDir:
         return None
 
     @property
-    def manifest_path(self) -> Path:
-        return self.root / "manifest.json"
+    def manifest_base(self) -> Path:
+        """Where the accepted manifest is saved (`slotfile.py`: the slots are this path with .a and .b)."""
+        return self.root / MANIFEST
 
     @property
     def modules_dir(self) -> Path:
@@ -303,21 +305,39 @@ class StateDir:
     def queue_manifest(self, document: bytes) -> None:
         """Keep an accepted manifest verbatim once `saved()` says so; the agent waits for that before it starts
         or stops anything, so a manifest is saved before it is applied."""
-        path = self.manifest_path
-        self._writer.queue(str(path), lambda: atomic_write_bytes(path, document))
+        base, legacy = self.manifest_base, self.root / LEGACY_MANIFEST
+
+        def write() -> None:
+            write_slots(base, document)
+            with contextlib.suppress(FileNotFoundError):
+                legacy.unlink()  # the slots hold a newer one
+
+        self._writer.queue(MANIFEST, write)
+
+    def saved_manifest(self) -> bytes | None:
+        """The accepted manifest as saved (not verified), or None when there is none."""
+        self._writer.wait(check=False)
+        content = read_slots(self.manifest_base)
+        if content is not None:
+            return content
+        try:
+            return (self.root / LEGACY_MANIFEST).read_bytes()
+        except FileNotFoundError:
+            return None
 
     def load_manifest(self, *, device_id: str, public_key: Ed25519PublicKey) -> Manifest | None:
         """The accepted manifest, verified again; None when there is none or it no longer verifies."""
-        self._writer.wait(check=False)  # saves still queued (by an agent stopped in this process) land first
-        try:
-            payload = self.manifest_path.read_bytes()
-        except FileNotFoundError:
+        payload = self.saved_manifest()  # saves still queued (by an agent stopped in this process) land first
+        if payload is None:
             return None
         try:
             return parse_manifest(payload, device_id=device_id, public_key=public_key)
         except ManifestError as exc:
-            aside = self.manifest_path.with_name("manifest.json.refused")
-            os.replace(self.manifest_path, aside)
+            aside = self.root / f"{LEGACY_MANIFEST}.refused"
+            aside.write_bytes(payload)
+            remove_slots(self.manifest_base)
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / LEGACY_MANIFEST).unlink()
             log.warning("the saved manifest no longer verifies (%s: %s); moved it to %s", exc.code, exc, aside)
             return None
 
@@ -331,26 +351,43 @@ class StateDir:
     def queue_record(self, record: ModuleRecord) -> None:
         """Save a module record (and create its data folder) once `saved()` says so; a later save of the same
         module that comes before the write replaces it."""
-        folder = self.module_dir(record.name)
+        folder, document = self.module_dir(record.name), record.to_json()
 
         def write() -> None:
             (folder / "data").mkdir(parents=True, exist_ok=True)
-            atomic_write_json(folder / RECORD_FILE, record.to_json())
+            self._update_records(record.name, document)
 
-        self._writer.queue(str(folder / RECORD_FILE), write)
+        self._writer.queue(f"record {record.name}", write)
 
     def load_records(self) -> dict[str, ModuleRecord]:
         """Every readable record; an unreadable one is logged and skipped (its module is started afresh)."""
         self._writer.wait(check=False)
         records: dict[str, ModuleRecord] = {}
-        for path in sorted(self.modules_dir.glob(f"*/{RECORD_FILE}")):
+        for name, document in read_record_documents(self.root).items():
             try:
-                record = ModuleRecord.from_json(json.loads(path.read_bytes()))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.warning("ignoring unreadable module record %s: %s", path, exc)
+                record = ModuleRecord.from_json(document)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("ignoring the unreadable record of module %s: %s", name, exc)
                 continue
             records[record.name] = record
         return records
+
+    def _update_records(self, name: str, document: Mapping[str, Any] | None) -> None:
+        """On the writer's thread: the saved records with `name`'s replaced (or removed, for None), saved again."""
+        content = read_slots(self.root / RECORDS)
+        migrating = content is None
+        documents = _record_documents(self.root, content)
+        if document is None:
+            if documents.pop(name, None) is None and not migrating:
+                return
+        else:
+            documents[name] = document
+        payload = json.dumps({"modules": documents}, indent=1, sort_keys=True).encode() + b"\n"
+        write_slots(self.root / RECORDS, payload)
+        if migrating:  # an earlier agent's record files: the slots hold them all now
+            for path in self.modules_dir.glob(f"*/{LEGACY_RECORD}"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def delete_module(self, name: str) -> None:
         """Forget a module removed from the manifest: its record, data, logs and sockets (gone on return)."""
@@ -362,6 +399,7 @@ class StateDir:
         folder = self.module_dir(name)
 
         def remove() -> None:
+            self._update_records(name, None)
             shutil.rmtree(folder, ignore_errors=True)
             shutil.rmtree(self._short_admin_root(name), ignore_errors=True)
 

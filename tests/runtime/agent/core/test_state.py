@@ -1,4 +1,4 @@
-"""The state directory: records and the manifest survive a round trip, and writes are atomic."""
+"""The state directory: records and the manifest survive a round trip, and an earlier agent's files are read."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from types import MappingProxyType
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edgewise.runtime.agent.model import (
     DesiredStatus,
@@ -18,11 +17,12 @@ from edgewise.runtime.agent.model import (
     RuntimeStatus,
 )
 from edgewise.runtime.agent.signing import sign_document
+from edgewise.runtime.agent.slotfile import write_slots
 from edgewise.runtime.agent.state import (
     ModuleRecord,
     Rollback,
     StateDir,
-    atomic_write_bytes,
+    read_record_documents,
     same_deployment,
     spec_document,
     spec_from_document,
@@ -71,10 +71,41 @@ def test_record_round_trip(tmp_path: Path) -> None:
 
 def test_unreadable_record_is_skipped(tmp_path: Path) -> None:
     state = StateDir(root=tmp_path)
-    state.save_record(ModuleRecord(name="good"))
-    (state.module_dir("bad")).mkdir()
-    (state.module_dir("bad") / "record.json").write_text("{not json")
+    good = ModuleRecord(name="good").to_json()
+    write_slots(tmp_path / "records", json.dumps({"modules": {"good": good, "bad": {"generation": 1}}}).encode())
     assert list(state.load_records()) == ["good"]
+
+
+def test_an_earlier_agents_files_are_read_and_replaced_at_the_first_save(tmp_path: Path) -> None:
+    """Before the slots, the manifest was manifest.json and each record modules/{name}/record.json."""
+    payload = json.dumps(sign_document({"deviceId": "cam-7", "version": 4, "modules": {}}, KEY)).encode()
+    (tmp_path / "manifest.json").write_bytes(payload)
+    for name, generation in (("iris", 3), ("wine", 5)):
+        (tmp_path / "modules" / name).mkdir(parents=True)
+        (tmp_path / "modules" / name / "record.json").write_text(
+            json.dumps(ModuleRecord(name=name, generation=generation).to_json())
+        )
+    (tmp_path / "modules" / "bad").mkdir()
+    (tmp_path / "modules" / "bad" / "record.json").write_text("{not json")
+    state = StateDir(root=tmp_path)
+    manifest = state.load_manifest(device_id="cam-7", public_key=KEY.public_key())
+    assert manifest is not None and manifest.version == 4
+    assert {name: r.generation for name, r in state.load_records().items()} == {"iris": 3, "wine": 5}
+
+    state.save_record(ModuleRecord(name="iris", generation=4))
+    assert {name: r.generation for name, r in state.load_records().items()} == {"iris": 4, "wine": 5}
+    assert not list(tmp_path.glob("modules/*/record.json"))
+    state.save_manifest(b"{}")
+    assert state.saved_manifest() == b"{}" and not (tmp_path / "manifest.json").exists()
+
+
+def test_removing_a_module_forgets_its_record_only(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path)
+    state.save_record(ModuleRecord(name="iris", generation=1))
+    state.save_record(ModuleRecord(name="wine", generation=2))
+    state.delete_module("iris")
+    assert list(read_record_documents(tmp_path)) == ["wine"]
+    assert not state.module_dir("iris").exists() and state.data_dir("wine").is_dir()
 
 
 def test_spec_document_round_trip_and_comparison() -> None:
@@ -92,7 +123,7 @@ def test_manifest_is_kept_verbatim_and_verified_again(tmp_path: Path) -> None:
     assert state.load_manifest(device_id="cam-7", public_key=KEY.public_key()) is None
     payload = json.dumps(sign_document({"deviceId": "cam-7", "version": 5, "modules": {}}, KEY), indent=1).encode()
     state.save_manifest(payload)
-    assert state.manifest_path.read_bytes() == payload
+    assert state.saved_manifest() == payload
     manifest = state.load_manifest(device_id="cam-7", public_key=KEY.public_key())
     assert manifest is not None and manifest.version == 5
 
@@ -102,30 +133,8 @@ def test_a_saved_manifest_that_no_longer_verifies_is_set_aside(tmp_path: Path) -
     other = Ed25519PrivateKey.generate()
     state.save_manifest(json.dumps(sign_document({"deviceId": "cam-7", "version": 5}, other)).encode())
     assert state.load_manifest(device_id="cam-7", public_key=KEY.public_key()) is None
-    assert not state.manifest_path.exists()
+    assert state.saved_manifest() is None
     assert (tmp_path / "manifest.json.refused").exists()
-
-
-def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
-    target = tmp_path / "deep" / "file.json"
-    atomic_write_bytes(target, b"one")
-    atomic_write_bytes(target, b"two")
-    assert target.read_bytes() == b"two"
-    assert os.listdir(target.parent) == ["file.json"]
-
-
-def test_failed_atomic_write_keeps_the_old_content(tmp_path: Path) -> None:
-    target = tmp_path / "file.json"
-    atomic_write_bytes(target, b"old")
-
-    class Boom:
-        def __len__(self) -> int:
-            raise RuntimeError("boom")
-
-    with pytest.raises(TypeError):
-        atomic_write_bytes(target, Boom())  # type: ignore[arg-type]
-    assert target.read_bytes() == b"old"
-    assert os.listdir(tmp_path) == ["file.json"]
 
 
 def test_admin_dirs_of_past_generations_are_cleaned(tmp_path: Path) -> None:

@@ -4,19 +4,18 @@ saves keep their order, a failed write is reported without stopping the others."
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from pathlib import Path
 
 import pytest
 from edgewise.runtime.agent import state_writer
 from edgewise.runtime.agent.model import RuntimeStatus
-from edgewise.runtime.agent.state import RECORD_FILE, ModuleRecord, StateDir
+from edgewise.runtime.agent.state import ModuleRecord, StateDir, read_record_documents
 from edgewise.runtime.agent.state_writer import writer_for
 
 
 def on_disk(state: StateDir, name: str) -> dict[str, object]:
-    loaded: dict[str, object] = json.loads((state.module_dir(name) / RECORD_FILE).read_bytes())
+    loaded: dict[str, object] = read_record_documents(state.root)[name]
     return loaded
 
 
@@ -29,11 +28,12 @@ def test_a_queued_save_is_on_disk_when_saved_returns(tmp_path: Path) -> None:
         await state.saved()
 
     asyncio.run(save())
-    assert state.manifest_path.read_bytes() == b'{"version": 3}\n'
+    assert state.saved_manifest() == b'{"version": 3}\n'
     assert on_disk(state, "iris")["generation"] == 4
     assert on_disk(state, "iris")["status"] == "running"
     assert state.data_dir("iris").is_dir()
-    assert not list(state.module_dir("iris").glob(".*.tmp"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "manifest.a", "modules", "records.a"]
+    assert [p.name for p in state.module_dir("iris").iterdir()] == ["data"]
 
 
 def test_saves_that_pile_up_end_with_the_latest_state(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_a_removal_and_the_saves_around_it_keep_their_order(tmp_path: Path) -> N
 def test_a_failed_write_is_raised_once_and_later_saves_still_land(tmp_path: Path) -> None:
     state = StateDir(root=tmp_path)
     state.save_record(ModuleRecord(name="good", generation=1))
-    (state.module_dir("broken") / RECORD_FILE).mkdir(parents=True)  # a folder where the record should go
+    state.module_dir("broken").write_text("")  # a file where the module's folder should go
 
     async def run() -> None:
         state.queue_record(ModuleRecord(name="broken", generation=1))
@@ -101,7 +101,7 @@ def test_a_failed_write_is_raised_once_and_later_saves_still_land(tmp_path: Path
 
     asyncio.run(run())
     assert on_disk(state, "good")["generation"] == 3
-    assert (state.module_dir("broken") / RECORD_FILE).is_dir()
+    assert "broken" not in read_record_documents(state.root)
 
 
 def test_a_new_state_dir_on_the_same_folder_reads_what_the_old_one_queued(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_a_new_state_dir_on_the_same_folder_reads_what_the_old_one_queued(tmp_pa
     first.queue_manifest(b"{}")
     second = StateDir(root=tmp_path / "state" / ".." / "state")  # the same folder, spelt differently
     assert second.load_records()["iris"].generation == 50
-    assert second.manifest_path.read_bytes() == b"{}"
+    assert second.saved_manifest() == b"{}"
 
 
 def test_the_blocking_saves_are_on_disk_when_they_return(tmp_path: Path) -> None:
@@ -119,9 +119,10 @@ def test_the_blocking_saves_are_on_disk_when_they_return(tmp_path: Path) -> None
     state.save_record(ModuleRecord(name="iris", generation=7))
     assert on_disk(state, "iris")["generation"] == 7
     state.save_manifest(b"{}")
-    assert state.manifest_path.read_bytes() == b"{}"
+    assert state.saved_manifest() == b"{}"
     state.delete_module("iris")
     assert not state.module_dir("iris").exists()
+    assert read_record_documents(state.root) == {}
 
 
 def test_a_state_dir_somebody_waits_on_is_written_before_those_nobody_waits_on(tmp_path: Path) -> None:

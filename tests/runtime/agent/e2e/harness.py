@@ -17,6 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edgewise.runtime.agent.slotfile import read_slots
+from edgewise.runtime.agent.state import MANIFEST
+
 from tests.runtime.agent.e2e import procs
 
 HOST = "127.0.0.1"
@@ -150,9 +153,10 @@ class AgentProcess:
         return logs
 
     def accepted_version(self) -> int | None:
-        """The version of STATE/manifest.json, the last manifest the agent accepted (None before the first)."""
+        """The version of the saved manifest, the last one the agent accepted (None before the first)."""
         try:
-            return int(json.loads((self.state_dir / "manifest.json").read_bytes())["version"])
+            saved = read_slots(self.state_dir / MANIFEST)
+            return int(json.loads(saved)["version"]) if saved is not None else None
         except (OSError, ValueError, KeyError, TypeError):
             return None
 

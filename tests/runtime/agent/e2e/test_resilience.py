@@ -137,7 +137,7 @@ def test_agent_restarts_a_dead_module_from_its_state_without_broker(
     procs.kill_trees([pid])
     wait_for(lambda: not procs.alive(pid), timeout=10, what=f"module process {pid} to die")
     rig.agent.start()
-    answer = rig.wait_serving(v1, timeout=45)  # from STATE/manifest.json alone
+    answer = rig.wait_serving(v1, timeout=45)  # from the saved manifest alone
     assert answer.factor == v1.factor
     assert len(rig.agent.module_roots()) == 1, describe_roots(rig)
     broker.start()
