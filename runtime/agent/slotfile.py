@@ -12,6 +12,7 @@ A slot is one header line and the content, so `tail -n +2 manifest.a` shows what
     edgewise-slot 1 SEQUENCE LENGTH CRC32     (hexadecimal, fixed width)
 
 Writes to one base path must not run concurrently (the agent's `StateWriter` runs them in order); reads may.
+A `SlotFile` object is meant for one operation: made, read and written, then dropped.
 """
 
 from __future__ import annotations
@@ -34,64 +35,67 @@ class _Slot:
     content: bytes
 
 
-def slot_paths(base: Path) -> tuple[Path, Path]:
-    """The two files behind `base` (`base.a`, `base.b`)."""
-    return (base.with_name(base.name + SUFFIXES[0]), base.with_name(base.name + SUFFIXES[1]))
+class SlotFile:
+    """The two slots behind `base` (`base.a`, `base.b`). A `write` after a `read` of the same object goes over the
+    slot that read did not take, without reading them again (a read-modify-write reads once)."""
 
+    def __init__(self, base: Path) -> None:
+        self.paths = (base.with_name(base.name + SUFFIXES[0]), base.with_name(base.name + SUFFIXES[1]))
+        self._newest: _Slot | None = None
+        self._read = False
 
-def read_slots(base: Path) -> bytes | None:
-    """The content of the newest intact slot, or None when neither holds one (never saved, or both unreadable)."""
-    newest = _newest(base)
-    return newest.content if newest is not None else None
+    def read(self) -> bytes | None:
+        """The content of the newest intact slot, or None when neither holds one (never saved, or both torn)."""
+        slots = [slot for slot in (_read_slot(path, i) for i, path in enumerate(self.paths)) if slot is not None]
+        self._newest = max(slots, key=lambda slot: slot.sequence) if slots else None
+        self._read = True
+        return self._newest.content if self._newest is not None else None
 
+    def write(self, content: bytes) -> None:
+        """Save `content` over the slot that does not hold the newest intact save; on disk when this returns.
 
-def write_slots(base: Path, content: bytes) -> None:
-    """Save `content` over the slot that does not hold the newest intact save; on disk when this returns.
-
-    OSError when the slot cannot be written: the other slot, and so `read_slots`, keeps the previous content.
-    """
-    newest = _newest(base)
-    index = 1 - newest.index if newest is not None else 0
-    sequence = newest.sequence + 1 if newest is not None else 1
-    target = slot_paths(base)[index]
-    data = _header(sequence, content) + content
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
-    try:
-        fd = os.open(target, flags | os.O_EXCL, 0o600)
-        created = True
-    except FileExistsError:
-        fd = os.open(target, flags)
-        created = False
-    try:
-        view = memoryview(data)
-        offset = 0
-        while offset < len(data):
-            offset += os.pwrite(fd, view[offset:], offset)
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
-    if created:  # the new name must survive a power cut too
-        directory = os.open(target.parent, os.O_RDONLY | os.O_CLOEXEC)
+        OSError when the slot cannot be written: the other slot, and so `read`, keeps the previous content.
+        """
+        if not self._read:
+            self.read()
+        newest = self._newest
+        index = 1 - newest.index if newest is not None else 0
+        sequence = newest.sequence + 1 if newest is not None else 1
+        target = self.paths[index]
+        data = _header(sequence, content) + content
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
         try:
-            os.fsync(directory)
+            fd = os.open(target, flags | os.O_EXCL, 0o600)
+            created = True
+        except FileExistsError:
+            fd = os.open(target, flags)
+            created = False
+        try:
+            view = memoryview(data)
+            offset = 0
+            while offset < len(data):
+                offset += os.pwrite(fd, view[offset:], offset)
+            os.fdatasync(fd)
         finally:
-            os.close(directory)
+            os.close(fd)
+        if created:  # the new name must survive a power cut too
+            directory = os.open(target.parent, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        self._newest = _Slot(index=index, sequence=sequence, content=content)
 
-
-def remove_slots(base: Path) -> None:
-    """Forget what was saved under `base` (both slots; missing ones are fine)."""
-    for path in slot_paths(base):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+    def remove(self) -> None:
+        """Forget what was saved (both slots; missing ones are fine)."""
+        for path in self.paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._newest, self._read = None, True
 
 
 def _header(sequence: int, content: bytes) -> bytes:
     return b"%s%016x %08x %08x\n" % (_MAGIC, sequence, len(content), zlib.crc32(content))
-
-
-def _newest(base: Path) -> _Slot | None:
-    slots = [slot for slot in (_read_slot(path, i) for i, path in enumerate(slot_paths(base))) if slot is not None]
-    return max(slots, key=lambda slot: slot.sequence) if slots else None
 
 
 def _read_slot(path: Path, index: int) -> _Slot | None:

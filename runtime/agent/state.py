@@ -42,7 +42,7 @@ from edgewise.runtime.agent.model import (
     RestartPolicy,
     RuntimeStatus,
 )
-from edgewise.runtime.agent.slotfile import read_slots, remove_slots, write_slots
+from edgewise.runtime.agent.slotfile import SlotFile
 from edgewise.runtime.agent.state_writer import StateWriter, writer_for
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def same_deployment(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) ->
 def read_record_documents(root: Path) -> dict[str, Any]:
     """The module records saved in the state directory `root`, as JSON documents by module name (what the slots
     hold, else an earlier agent's record files; an unreadable one of those is left out)."""
-    return _record_documents(root, read_slots(root / RECORDS))
+    return _record_documents(root, SlotFile(root / RECORDS).read())
 
 
 def _record_documents(root: Path, content: bytes | None) -> dict[str, Any]:
@@ -308,7 +308,7 @@ class StateDir:
         base, legacy = self.manifest_base, self.root / LEGACY_MANIFEST
 
         def write() -> None:
-            write_slots(base, document)
+            SlotFile(base).write(document)
             with contextlib.suppress(FileNotFoundError):
                 legacy.unlink()  # the slots hold a newer one
 
@@ -317,7 +317,7 @@ class StateDir:
     def saved_manifest(self) -> bytes | None:
         """The accepted manifest as saved (not verified), or None when there is none."""
         self._writer.wait(check=False)
-        content = read_slots(self.manifest_base)
+        content = SlotFile(self.manifest_base).read()
         if content is not None:
             return content
         try:
@@ -335,7 +335,7 @@ class StateDir:
         except ManifestError as exc:
             aside = self.root / f"{LEGACY_MANIFEST}.refused"
             aside.write_bytes(payload)
-            remove_slots(self.manifest_base)
+            SlotFile(self.manifest_base).remove()
             with contextlib.suppress(FileNotFoundError):
                 (self.root / LEGACY_MANIFEST).unlink()
             log.warning("the saved manifest no longer verifies (%s: %s); moved it to %s", exc.code, exc, aside)
@@ -374,7 +374,8 @@ class StateDir:
 
     def _update_records(self, name: str, document: Mapping[str, Any] | None) -> None:
         """On the writer's thread: the saved records with `name`'s replaced (or removed, for None), saved again."""
-        content = read_slots(self.root / RECORDS)
+        slots = SlotFile(self.root / RECORDS)
+        content = slots.read()
         migrating = content is None
         documents = _record_documents(self.root, content)
         if document is None:
@@ -382,8 +383,7 @@ class StateDir:
                 return
         else:
             documents[name] = document
-        payload = json.dumps({"modules": documents}, indent=1, sort_keys=True).encode() + b"\n"
-        write_slots(self.root / RECORDS, payload)
+        slots.write(json.dumps({"modules": documents}, sort_keys=True).encode() + b"\n")
         if migrating:  # an earlier agent's record files: the slots hold them all now
             for path in self.modules_dir.glob(f"*/{LEGACY_RECORD}"):
                 with contextlib.suppress(OSError):

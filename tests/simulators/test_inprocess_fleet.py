@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from edgewise.runtime.agent.slotfile import read_slots
+from edgewise.runtime.agent.slotfile import SlotFile
 from edgewise.runtime.agent.state import MANIFEST
 from edgewise.simulators import (
     DeviceSettings,
@@ -57,7 +57,7 @@ def test_every_device_applies_its_signed_manifest(
         assert state is not None
         assert state["agent"]["stateDir"] == str(fleet.state_dir(device))
         assert state["modules"] == {}
-        assert read_slots(fleet.state_dir(device) / MANIFEST) is not None
+        assert SlotFile(fleet.state_dir(device) / MANIFEST).read() is not None
     assert sorted(fleet.connected()) == fleet.device_ids
 
 

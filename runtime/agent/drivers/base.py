@@ -7,6 +7,7 @@ listening options (`--host`, ports, admin sockets, metrics, sampling): those in 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -84,10 +85,15 @@ class Sandbox(Protocol):
 
 def scoring_executable() -> list[str]:
     """The agent's own `edgewise-score`: the script beside this interpreter, or `python -m` as a fallback."""
+    return list(_scoring_executable())
+
+
+@functools.cache
+def _scoring_executable() -> tuple[str, ...]:  # looked up once: it lies beside the interpreter, which stays put
     script = shutil.which(SCORE_COMMAND, path=str(Path(sys.executable).parent))
     if script is not None:
-        return [script]
-    return [sys.executable, "-m", "edgewise.runtime.scoring.cli"]
+        return (script,)
+    return (sys.executable, "-m", "edgewise.runtime.scoring.cli")
 
 
 def image_command(image_config: Mapping[str, Any]) -> list[str]:

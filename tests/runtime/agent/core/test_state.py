@@ -17,7 +17,7 @@ from edgewise.runtime.agent.model import (
     RuntimeStatus,
 )
 from edgewise.runtime.agent.signing import sign_document
-from edgewise.runtime.agent.slotfile import write_slots
+from edgewise.runtime.agent.slotfile import SlotFile
 from edgewise.runtime.agent.state import (
     ModuleRecord,
     Rollback,
@@ -72,7 +72,7 @@ def test_record_round_trip(tmp_path: Path) -> None:
 def test_unreadable_record_is_skipped(tmp_path: Path) -> None:
     state = StateDir(root=tmp_path)
     good = ModuleRecord(name="good").to_json()
-    write_slots(tmp_path / "records", json.dumps({"modules": {"good": good, "bad": {"generation": 1}}}).encode())
+    SlotFile(tmp_path / "records").write(json.dumps({"modules": {"good": good, "bad": {"generation": 1}}}).encode())
     assert list(state.load_records()) == ["good"]
 
 

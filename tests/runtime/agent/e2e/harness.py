@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from edgewise.runtime.agent.slotfile import read_slots
+from edgewise.runtime.agent.slotfile import SlotFile
 from edgewise.runtime.agent.state import MANIFEST
 
 from tests.runtime.agent.e2e import procs
@@ -155,7 +155,7 @@ class AgentProcess:
     def accepted_version(self) -> int | None:
         """The version of the saved manifest, the last one the agent accepted (None before the first)."""
         try:
-            saved = read_slots(self.state_dir / MANIFEST)
+            saved = SlotFile(self.state_dir / MANIFEST).read()
             return int(json.loads(saved)["version"]) if saved is not None else None
         except (OSError, ValueError, KeyError, TypeError):
             return None
