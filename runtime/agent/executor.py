@@ -282,7 +282,8 @@ class _Run:
             self.processes[name] = process
             self.count("module_starts", name)
             self.save(self._running(record, spec, image, process, restarts=restarts, rollback=rollback))
-            self.x._state.clean_admin_dirs(name, keep={process.generation})
+            if generation > 1:  # a first generation has no earlier ones (a removed module's folder went with it)
+                self.x._state.clean_admin_dirs(name, keep={process.generation})
             return None
 
     async def update(self, command: UpdateModule) -> str | None:
