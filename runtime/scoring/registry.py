@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,6 +36,11 @@ from edgewise.runtime.scoring.stats import ModelStats
 from edgewise.runtime.scoring.types import ModelIndexEntry, TensorSpec
 
 log = logging.getLogger("edgewise.scoring")
+# An ONNX model whose version folder holds at most this much loads in a few milliseconds, less than starting a
+# worker thread costs a new server: its first scan loads such a model on the event loop (a request that arrives
+# meanwhile waits those milliseconds in its socket's queue). Bigger models, and every later load (a new version
+# while the server serves), take a worker thread so that the server keeps answering while they load.
+INLINE_LOAD_MAX_BYTES = 1 << 20
 
 BackendLoader = Callable[[Path, ModelConfig], Backend]
 
@@ -247,7 +253,10 @@ class ModelRegistry:
         self._failed.pop((name, src.version), None)
         log.info("loading model %s version %d from %s", name, src.version, src.path)
         try:
-            backend = await asyncio.to_thread(self._load_and_warm_up, src.path, config)
+            if not self.initial_load_done and _small_onnx(src.path):
+                backend = self._load_and_warm_up(src.path, config)
+            else:
+                backend = await asyncio.to_thread(self._load_and_warm_up, src.path, config)
         except Exception as exc:
             mv.state = ModelState.UNAVAILABLE
             mv.reason = str(exc) if isinstance(exc, ScoringError) else f"{type(exc).__name__}: {exc}"
@@ -313,3 +322,16 @@ class ModelRegistry:
         if mv.stats.metrics is not None:
             mv.stats.metrics.ready.set(0)
         log.info("model %s version %d unloaded: %s", mv.name, mv.version, reason)
+
+
+def _small_onnx(path: Path) -> bool:
+    """An ONNX model in a regular file whose folder (external weights included) holds at most INLINE_LOAD_MAX_BYTES
+    (a named pipe or a device may block for any time: it loads on a worker thread)."""
+    if path.suffix != ".onnx":
+        return False
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return False
+        return sum(entry.stat().st_size for entry in path.parent.iterdir()) <= INLINE_LOAD_MAX_BYTES
+    except OSError:
+        return False

@@ -455,6 +455,32 @@ def test_registry_readiness_with_a_failed_model(tmp_path: Path) -> None:
     assert registry.names() == ["good"]
 
 
+def test_a_small_model_of_the_first_scan_loads_on_the_event_loop(tmp_path: Path) -> None:
+    """A worker thread costs a new server more than loading a small model; big ones and later loads use one."""
+    import threading
+
+    from edgewise.runtime.scoring.registry import INLINE_LOAD_MAX_BYTES
+
+    (tmp_path / "small" / "1").mkdir(parents=True)
+    (tmp_path / "small" / "1" / "model.onnx").write_bytes(b"x" * 100)
+    (tmp_path / "big" / "1").mkdir(parents=True)
+    (tmp_path / "big" / "1" / "model.onnx").write_bytes(b"x" * 100)
+    (tmp_path / "big" / "1" / "weights.bin").write_bytes(b"x" * INLINE_LOAD_MAX_BYTES)  # external data counts
+    threads: dict[str, bool] = {}
+
+    def loader(path: Path, config: ModelConfig) -> Backend:
+        threads[f"{config.name}/{path.parent.name}"] = threading.current_thread() is threading.main_thread()
+        return FakeBackend((TensorSpec("x", "FP32", (-1, 2)),))
+
+    registry = ModelRegistry(tmp_path, loader=loader)
+    asyncio.run(registry.poll())
+    assert threads == {"small/1": True, "big/1": False}
+    (tmp_path / "small" / "2").mkdir()
+    (tmp_path / "small" / "2" / "model.onnx").write_bytes(b"x" * 100)
+    asyncio.run(registry.poll())
+    assert threads["small/2"] is False  # a later load: the server may be serving
+
+
 def test_the_runtime_warm_up_model_is_what_onnx_serializes_and_leaves_no_thread() -> None:
     """The launcher warms onnxruntime with these bytes before it forks; a thread left behind would not survive
     the fork, so none may be started."""
