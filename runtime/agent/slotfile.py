@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 SUFFIXES = (".a", ".b")
@@ -28,11 +27,13 @@ _MAGIC = b"edgewise-slot 1 "
 _HEADER = len(_MAGIC) + 16 + 1 + 8 + 1 + 8 + 1  # sequence, length, crc32, spaces and the newline
 
 
-@dataclass(frozen=True)
 class _Slot:
-    index: int
-    sequence: int
-    content: bytes
+    """One intact save: which slot (0 or 1) holds it, its sequence number and its content."""
+
+    __slots__ = ("content", "index", "sequence")  # a plain class: the agent imports this at idle, and it counts
+
+    def __init__(self, *, index: int, sequence: int, content: bytes) -> None:
+        self.index, self.sequence, self.content = index, sequence, content
 
 
 class SlotFile:
