@@ -76,6 +76,8 @@ class SlotFile:
             offset = 0
             while offset < len(data):
                 offset += os.pwrite(fd, view[offset:], offset)
+            if os.fstat(fd).st_size > len(data):  # a longer save before: its tail would follow the content
+                os.ftruncate(fd, len(data))
             os.fdatasync(fd)
         finally:
             os.close(fd)
