@@ -215,12 +215,17 @@ def _record_documents(root: Path, content: bytes | None) -> dict[str, Any]:
         modules = json.loads(content).get("modules")
         return dict(modules) if isinstance(modules, dict) else {}
     documents: dict[str, Any] = {}
-    for path in sorted((root / "modules").glob(f"*/{LEGACY_RECORD}")):
+    for path in _legacy_records(root):
         try:
             documents[path.parent.name] = json.loads(path.read_bytes())
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable module record %s: %s", path, exc)
     return documents
+
+
+def _legacy_records(root: Path) -> list[Path]:
+    """An earlier agent's record files in the state directory `root` (modules/{name}/record.json)."""
+    return sorted((root / "modules").glob(f"*/{LEGACY_RECORD}"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -385,7 +390,7 @@ class StateDir:
             documents[name] = document
         slots.write(json.dumps({"modules": documents}, sort_keys=True).encode() + b"\n")
         if migrating:  # an earlier agent's record files: the slots hold them all now
-            for path in self.modules_dir.glob(f"*/{LEGACY_RECORD}"):
+            for path in _legacy_records(self.root):
                 with contextlib.suppress(OSError):
                     path.unlink()
 

@@ -494,7 +494,7 @@ def _answer_abc_checks() -> None:
     from edgewise.runtime.scoring.h2grpc.server import NativeServer
 
     checks: tuple[tuple[type, tuple[type, ...]], ...] = (
-        (Mapping, (str, Path(os.devnull).__class__, int, float, bytes, tuple, list)),
+        (Mapping, (str, type(Path()), int, float, bytes, tuple, list)),
         (Coroutine, (MethodType, set, asyncio.Task, asyncio.Future, functools.partial, type(lambda: None))),
         (Sequence, (list, tuple, str)),
         (grpc.aio.Server, (NativeServer,)),
