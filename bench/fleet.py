@@ -15,7 +15,9 @@ each device with its own state directory, pulling from the workspace's own `/v2/
    than a thread each, as on a gateway (`link_thread = false`), and fork the servers from a module launcher
    (one per process, shared by the fleet's device identities as on a gateway; the warm-up deployment started
    it, as a device that runs modules has one) in the sandbox the report names; `--no-launcher` starts each as
-   its own program instead.
+   its own program instead. The modules' sockets go in the agents' runtime folder, a RAM file system as /run
+   is on a systemd device; on a machine whose /run is on its disk, a folder in /dev/shm (`--runtime-dir`
+   names another; the report gives its path and file system).
    The report splits the CPU time of the timed window: the agents' process, the modules, the workspace
    service with its broker, and the whole machine (other load included).
 2. Ingest: 10 devices' agents (their real spool, sender and link) each send records through the workspace's
@@ -50,6 +52,7 @@ from edgewise.cloud.client import Client
 from edgewise.runtime.agent.config import AgentSettings, parse_connection_string
 from edgewise.runtime.agent.link.mqtt import MqttLink
 from edgewise.runtime.agent.link.topics import DeviceTopics
+from edgewise.runtime.agent.state import default_runtime_dir
 from edgewise.runtime.agent.telemetry.sender import TelemetrySender
 from edgewise.runtime.agent.telemetry.spool import TelemetrySpool
 from edgewise.simulators import DeviceCredentials, DeviceSettings, FleetObserver, InProcessFleet
@@ -319,7 +322,48 @@ def main() -> None:
     parser.add_argument(
         "--no-launcher", action="store_true", help="start every module as its own program, without a launcher"
     )
+    parser.add_argument(
+        "--runtime-dir",
+        type=Path,
+        help="the agents' runtime folder for the modules' sockets"
+        " (default: theirs if it is a RAM file system, else a folder in /dev/shm)",
+    )
     opts = parser.parse_args()
+    runtime, made = _runtime_dir(opts.runtime_dir)
+    try:
+        _run(opts, runtime)
+    finally:
+        if made:
+            shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _runtime_dir(given: Path | None) -> tuple[Path, bool]:
+    """The devices' runtime folder, and whether it was made here: the agent's default where that is a RAM file
+    system, as /run is on a systemd device; on a machine whose /run is on its disk, a folder in /dev/shm, as a
+    device would have. (Where the sockets are matters on this disk: after the files a round removes, the next
+    round's new files cost several times more to create for minutes.)"""
+    if given is not None:
+        return given, False
+    default = default_runtime_dir()
+    if _filesystem(default) == "tmpfs":
+        return default, False
+    return Path(tempfile.mkdtemp(prefix="ew-fleet-run-", dir="/dev/shm")), True
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the file system `path` is on (from /proc/self/mounts)."""
+    best, kind = "", "unknown"
+    target = str(path.resolve())
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def _run(opts: argparse.Namespace, runtime: Path) -> None:
     agent = AgentSettings()  # a device's own defaults, not the simulators' short test cycles
     settings = DeviceSettings(
         sandbox=opts.sandbox,
@@ -331,11 +375,16 @@ def main() -> None:
         health_interval=agent.health_interval,
         restart_cooloff=agent.restart_cooloff,
         stop_grace=agent.stop_grace,
+        runtime_dir=runtime,
     )
     fleets = [int(n) for n in (opts.fleets or ("5,20" if opts.quick else "10,100")).split(",")]
     records = opts.records or (2_000 if opts.quick else 20_000)
     work = Path(tempfile.mkdtemp(prefix="ew-fleet-", dir="/tmp"))
-    report: dict[str, Any] = {"benchmark": "fleet", "idle_cores_before": idle_cores()}
+    report: dict[str, Any] = {
+        "benchmark": "fleet",
+        "idle_cores_before": idle_cores(),
+        "runtime_dir": {"path": str(runtime), "filesystem": _filesystem(runtime)},
+    }
     service, url, token = start_service(work, 120.0)
     try:
         client = Client(url=url, token=token)

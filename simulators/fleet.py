@@ -63,6 +63,7 @@ class DeviceSettings:
     launcher: bool = True  # fork modules from a module launcher (one shared by an in-process fleet)
     launcher_idle: float = 60.0
     start_slots: int = 0  # modules starting at once, per launcher pool (0: two per CPU)
+    runtime_dir: Path | None = None  # the agents' runtime folder, for the modules' sockets (None: their default)
 
     def agent_settings(self, *, state_dir: Path) -> AgentSettings:
         return AgentSettings(
@@ -79,6 +80,7 @@ class DeviceSettings:
             health_interval=self.health_interval,
             stop_grace=self.stop_grace,
             restart_cooloff=self.restart_cooloff,
+            runtime_dir=self.runtime_dir,
         )
 
     def config_toml(self, *, connection_string: str, state_dir: Path) -> str:
@@ -99,6 +101,8 @@ class DeviceSettings:
             "launcher_idle": float(self.launcher_idle),
             "start_slots": self.start_slots,
         }
+        if self.runtime_dir is not None:
+            values["runtime_dir"] = str(self.runtime_dir)
         return "".join(f"{key} = {_toml(value)}\n" for key, value in values.items())
 
 

@@ -23,6 +23,7 @@ from edgewise.runtime.agent.config import AgentConfig, parse_connection_string
 from edgewise.runtime.agent.daemon import Agent
 from edgewise.runtime.agent.drivers.forking import RootDir
 from edgewise.runtime.agent.launcher import LauncherPool
+from edgewise.runtime.agent.state import private_sockets_dir
 from edgewise.simulators._loop import LoopThread
 from edgewise.simulators.fleet import Fleet
 
@@ -59,7 +60,10 @@ class InProcessFleet(Fleet):
         self.launchers: LauncherPool | None = None
         if self.settings.launcher:
             self.work_dir.mkdir(parents=True, exist_ok=True)
-            roots = (RootDir(path=self.work_dir.absolute(), writable=True),)
+            roots = (
+                RootDir(path=self.work_dir.absolute(), writable=True),
+                RootDir(path=private_sockets_dir(self.settings.runtime_dir), writable=True),
+            )
             self.launchers = LauncherPool(
                 roots=roots, idle_timeout=self.settings.launcher_idle, start_slots=self.settings.start_slots or None
             )

@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, help="agent.toml with the connection and local settings")
     parser.add_argument("--state-dir", type=Path, help="where manifests, module records, images and telemetry live")
+    parser.add_argument(
+        "--runtime-dir",
+        type=Path,
+        help="where the modules' private sockets go (default: $XDG_RUNTIME_DIR, else /run for root, else /tmp)",
+    )
     parser.add_argument("--metrics-port", type=int, help="serve the agent's Prometheus metrics on this port")
     parser.add_argument("--metrics-host", help="address of the metrics endpoint (default 127.0.0.1)")
     parser.add_argument("--sandbox", choices=["auto", "bubblewrap", "none"], help="how modules are isolated")
@@ -48,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(opts: argparse.Namespace) -> AgentConfig:
     overrides: dict[str, Any] = {
         "state_dir": opts.state_dir,
+        "runtime_dir": opts.runtime_dir,
         "metrics_port": opts.metrics_port,
         "metrics_host": opts.metrics_host,
         "sandbox": opts.sandbox,

@@ -63,6 +63,9 @@ class AgentSettings:
     """Local settings of one agent (the config file's other keys, or command-line flags)."""
 
     state_dir: Path = Path("/var/lib/edgewise-agent")
+    # where the modules' private sockets go (None: $XDG_RUNTIME_DIR, else /run for root, else the temporary
+    # folder); a RAM file system keeps a module start from writing to the device's storage (state.py)
+    runtime_dir: Path | None = None
     disk_budget_bytes: int = 4 * 1024**3  # unpacked images and cached blobs together
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # Prometheus endpoint of the agent itself; None: off
@@ -154,7 +157,7 @@ def load_config(
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"config file keys {', '.join(unknown)} are unknown; known: {', '.join(sorted(known))}")
-    given: dict[str, Any] = {k: Path(v) if k == "state_dir" else v for k, v in data.items()}
+    given: dict[str, Any] = {k: Path(v) if k in ("state_dir", "runtime_dir") else v for k, v in data.items()}
     settings = AgentSettings(**given)
     if overrides:
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -52,10 +52,36 @@ RECORDS = "records"
 LEGACY_MANIFEST = "manifest.json"  # read when no slot holds a manifest: an earlier agent's, or one put there by hand
 LEGACY_RECORD = "record.json"  # modules/{name}/record.json of an earlier agent
 _ADMIN = re.compile(r"^admin-(\d+)$")
-# A unix socket path holds at most 107 bytes: a deep state directory keeps its modules' sockets in a short
-# per-user runtime folder instead, named after a hash of the state directory.
+# A unix socket path holds at most 107 bytes: the sockets' folders are named after a short hash of the state
+# directory and the module, under the runtime folder.
 _SOCKET_PATH_MAX = 107
 _SOCKET_NAME = "grpc.sock"
+
+
+def default_runtime_dir() -> Path:
+    """Where the modules' sockets go unless the settings say: the session's runtime folder ($XDG_RUNTIME_DIR),
+    else /run for root, else the temporary folder. /run and a session's runtime folder are RAM file systems on
+    systemd hosts: a module start then writes nothing to the device's storage for its sockets."""
+    session = os.environ.get("XDG_RUNTIME_DIR")
+    if session:
+        return Path(session)
+    if os.geteuid() == 0 and os.access("/run", os.W_OK | os.X_OK):
+        return Path("/run")
+    return Path(tempfile.gettempdir())
+
+
+def sockets_dir(runtime_dir: Path | None = None) -> Path:
+    """This user's folder for the modules' sockets under `runtime_dir` (None: `default_runtime_dir()`)."""
+    runtime = runtime_dir if runtime_dir is not None else default_runtime_dir()
+    return runtime.absolute() / f"edgewise-agent-{os.getuid()}"
+
+
+def private_sockets_dir(runtime_dir: Path | None = None) -> Path:
+    """`sockets_dir`, created with mode 0700 or checked to be ours and private: in a shared /tmp, a folder
+    someone else made is refused (AgentError)."""
+    path = sockets_dir(runtime_dir)
+    _private_folder(path)
+    return path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,7 +259,9 @@ class StateDir:
     """The layout of the agent's state directory (docs/agent.md, "The state directory")."""
 
     root: Path
+    runtime_dir: Path | None = None  # the modules' sockets go under it (None: `default_runtime_dir()`)
     _writer: StateWriter = field(init=False, repr=False, compare=False)
+    _sockets: Path = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -242,6 +270,7 @@ class StateDir:
         except OSError as exc:
             raise AgentError(f"cannot create the state directory {self.root}: {exc}") from None
         object.__setattr__(self, "_writer", writer_for(self.root))
+        object.__setattr__(self, "_sockets", sockets_dir(self.runtime_dir))
 
     async def saved(self) -> None:
         """Return once every save queued so far is on disk; raise the first write error since the last wait
@@ -290,15 +319,21 @@ class StateDir:
         """Where a module appends sampled inputs and outputs; the telemetry collector reads it."""
         return self.data_dir(name) / "samples.jsonl"
 
-    def admin_dir(self, name: str, generation: int) -> Path:
-        local = self.module_dir(name) / f"admin-{generation}"
-        if len(os.fsencode(local / _SOCKET_NAME)) <= _SOCKET_PATH_MAX:
-            return local
-        return self._short_admin_root(name) / f"admin-{generation}"
+    @property
+    def sockets_dir(self) -> Path:
+        """The folder of the modules' sockets (`sockets_dir()` of the runtime folder; a module launcher shows it)."""
+        return self._sockets
 
-    def _short_admin_root(self, name: str) -> Path:
-        runtime = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-        return _short_admin_root(self.root, name, runtime, os.getuid())
+    def admin_dir(self, name: str, generation: int) -> Path:
+        """A generation's socket folder. An earlier agent kept it in the module's own folder, where a module it
+        started, adopted after an update, still has its sockets."""
+        earlier = self.module_dir(name) / f"admin-{generation}"
+        if earlier.is_dir():
+            return earlier
+        return self._sockets_of(name) / f"admin-{generation}"
+
+    def _sockets_of(self, name: str) -> Path:
+        return _sockets_folder(self.root, name, self._sockets)
 
     # -- the accepted manifest -------------------------------------------------------------------
 
@@ -406,22 +441,26 @@ class StateDir:
         def remove() -> None:
             self._update_records(name, None)
             shutil.rmtree(folder, ignore_errors=True)
-            shutil.rmtree(self._short_admin_root(name), ignore_errors=True)
+            shutil.rmtree(self._sockets_of(name), ignore_errors=True)
 
         self._writer.queue(f"remove {folder}", remove)
 
     def new_admin_dir(self, name: str, generation: int) -> Path:
         """An empty folder for the private sockets of one generation of a module."""
-        path = self.admin_dir(name, generation)
+        path = self._sockets_of(name) / f"admin-{generation}"
+        if len(os.fsencode(path / _SOCKET_NAME)) > _SOCKET_PATH_MAX:
+            raise AgentError(
+                f"{path / _SOCKET_NAME} is longer than a unix socket path may be ({_SOCKET_PATH_MAX} bytes):"
+                " give the agent a shorter runtime_dir"
+            )
         shutil.rmtree(path, ignore_errors=True)
-        if not path.is_relative_to(self.root):
-            _private_folder(path.parent.parent)  # in a shared /tmp, a folder someone else made is refused
+        _private_folder(self._sockets)
         path.mkdir(parents=True, mode=0o700)
         return path
 
     def clean_admin_dirs(self, name: str, *, keep: Collection[int]) -> None:
         """Remove the socket folders of generations that no longer run."""
-        for folder in (self.module_dir(name), self._short_admin_root(name)):
+        for folder in (self.module_dir(name), self._sockets_of(name)):
             if not folder.is_dir():
                 continue
             for entry in folder.iterdir():
@@ -431,10 +470,10 @@ class StateDir:
 
 
 @functools.lru_cache(maxsize=4096)
-def _short_admin_root(root: Path, name: str, runtime: str, uid: int) -> Path:
+def _sockets_folder(root: Path, name: str, sockets: Path) -> Path:
     """A short folder for a module's sockets, named by a digest of its state folder (resolved) and name."""
     key = hashlib.sha256(f"{root.resolve()}\0{name}".encode()).hexdigest()[:16]
-    return Path(runtime) / f"edgewise-agent-{uid}" / key
+    return sockets / key
 
 
 def _private_folder(path: Path) -> None:

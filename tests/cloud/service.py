@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,16 +88,18 @@ class WorkspaceProcess:
 RUNNING_WORKSPACES: set[WorkspaceProcess] = set()
 
 
-def start_workspace(data_dir: Path, *args: str, port: int = 0) -> WorkspaceProcess:
-    """Start `edgewise up` on `data_dir` (extra CLI `args`), on `port` (0: any free port)."""
+def start_workspace(
+    data_dir: Path, *args: str, port: int = 0, env: Mapping[str, str] | None = None
+) -> WorkspaceProcess:
+    """Start `edgewise up` on `data_dir` (extra CLI `args`), on `port` (0: any free port), `env` added to ours."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-service.log"
     # The broker also takes a free port unless `args` names one (the last value of an option wins).
     argv = [EDGEWISE, "up", "--data", str(data_dir), "--host", HOST, "--port", str(port), "--mqtt-port", "0", *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "no_proxy": "*"}
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "no_proxy": "*", **(env or {})}
     offset = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=environment)
     service = WorkspaceProcess(data_dir, log_path, process, log_offset=offset)
     RUNNING_WORKSPACES.add(service)
     try:

@@ -64,7 +64,7 @@ def test_one_launcher_forks_the_modules_of_every_device(
             pid = state["modules"]["scale"]["pid"]
             stat = read_stat(pid)
             assert stat is not None and stat.ppid == launcher.pid and stat.comm == "edgewise-score"
-            admin = next(fleet.state_dir(device).glob("modules/scale/admin-*"))
+            admin = fleet.agent(device).reconciler.processes["scale"].admin_dir
             assert admin_request(admin, "GET", "/v2/health/ready")[0] == 200
             pids.append(pid)
         if states[ids[0]]["agent"]["sandbox"] == "bubblewrap":  # each in a mount namespace of its own

@@ -3,8 +3,11 @@ this host, both scoring URLs answer, the image stays while in use, and delete cl
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,12 +32,24 @@ from tests.runtime.agent.e2e.harness import wait_for
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkspaceProcess]:
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed (apt install mosquitto)")
-    workspace = start_workspace(tmp_path_factory.mktemp("webservices") / "data", "--broker", "mosquitto")
-    yield workspace
-    workspace.stop()
-    # The host agent stops with the service; its modules outlive it by design, so the test ends them.
-    state_dir = workspace.data_dir / "webservices" / "agent"
-    procs.kill_trees(procs.process_roots(str(state_dir), agent_pid=None))
+    with runtime_dir() as run:
+        workspace = start_workspace(tmp_path_factory.mktemp("webservices") / "data", "--broker", "mosquitto", env=run)
+        yield workspace
+        workspace.stop()
+        # The host agent stops with the service; its modules outlive it by design, so the test ends them.
+        state_dir = workspace.data_dir / "webservices" / "agent"
+        procs.kill_trees(procs.process_roots(str(state_dir), run["XDG_RUNTIME_DIR"], agent_pid=None))
+
+
+@contextlib.contextmanager
+def runtime_dir() -> Iterator[dict[str, str]]:
+    """A runtime folder for the host agent (its modules' sockets), given as the service's environment: a forked
+    module's command line names it rather than the agent's state directory."""
+    path = tempfile.mkdtemp(prefix="ew-run-")
+    try:
+        yield {"XDG_RUNTIME_DIR": path}
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +156,14 @@ def test_a_restarted_service_brings_its_agent_back_and_replaces_lost_credentials
         pytest.skip("mosquitto is not installed (apt install mosquitto)")
     suffix = uuid.uuid4().hex[:8]
     model, image, name = f"m-{suffix}", f"img-{suffix}", f"ws-{suffix}"
-    own = start_workspace(tmp_path / "data", "--broker", "mosquitto")
+    with runtime_dir() as run:  # the same one for both services: the second one's agent adopts the module
+        restart_service_keeping_module(tmp_path, model_file, run, model=model, image=image, name=name)
+
+
+def restart_service_keeping_module(
+    tmp_path: Path, model_file: Path, run: dict[str, str], *, model: str, image: str, name: str
+) -> None:
+    own = start_workspace(tmp_path / "data", "--broker", "mosquitto", env=run)
     state_dir = own.data_dir / "webservices" / "agent"
     try:
         edgewise("model", "register", "--name", model, "--file", str(model_file), env=own.env)
@@ -157,7 +179,7 @@ def test_a_restarted_service_brings_its_agent_back_and_replaces_lost_credentials
         assert not refused("127.0.0.1", port)  # the module outlives the service and its agent
         (own.data_dir / "webservices" / "connection").unlink()
 
-        own = start_workspace(own.data_dir, "--broker", "mosquitto")
+        own = start_workspace(own.data_dir, "--broker", "mosquitto", env=run)
         with own.client() as client:
             host = client.get_device("edgewise-host")
             assert host.tags == {"role": "webservice-host"}
@@ -179,4 +201,4 @@ def test_a_restarted_service_brings_its_agent_back_and_replaces_lost_credentials
         wait_for(lambda: refused("127.0.0.1", port), timeout=30, what="the port to close", interval=0.2)
     finally:
         own.stop()
-        procs.kill_trees(procs.process_roots(str(state_dir), agent_pid=None))
+        procs.kill_trees(procs.process_roots(str(state_dir), run["XDG_RUNTIME_DIR"], agent_pid=None))

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from edgewise.runtime.agent.errors import AgentError
 from edgewise.runtime.agent.model import (
     DesiredStatus,
     ModuleSettings,
@@ -22,6 +27,8 @@ from edgewise.runtime.agent.state import (
     ModuleRecord,
     Rollback,
     StateDir,
+    default_runtime_dir,
+    private_sockets_dir,
     read_record_documents,
     same_deployment,
     spec_document,
@@ -29,6 +36,16 @@ from edgewise.runtime.agent.state import (
 )
 
 KEY = Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    """A short runtime folder: pytest's own temporary paths are too long for socket paths."""
+    path = Path(tempfile.mkdtemp(prefix="ew-run-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 DIGEST = "sha256:" + "cd" * 32
 
 
@@ -137,15 +154,64 @@ def test_a_saved_manifest_that_no_longer_verifies_is_set_aside(tmp_path: Path) -
     assert (tmp_path / "manifest.json.refused").exists()
 
 
-def test_admin_dirs_of_past_generations_are_cleaned(tmp_path: Path) -> None:
-    state = StateDir(root=tmp_path)
+def test_admin_dirs_of_past_generations_are_cleaned(tmp_path: Path, run_dir: Path) -> None:
+    state = StateDir(root=tmp_path / "state", runtime_dir=run_dir)
     for generation in (1, 2, 3):
         state.new_admin_dir("iris", generation)
     (state.admin_dir("iris", 3) / "http.sock").write_text("")
     state.clean_admin_dirs("iris", keep={3})
-    assert sorted(p.name for p in state.module_dir("iris").iterdir()) == ["admin-3"]
+    assert sorted(p.name for p in state.admin_dir("iris", 3).parent.iterdir()) == ["admin-3"]
     fresh = state.new_admin_dir("iris", 3)
     assert list(fresh.iterdir()) == []  # a new generation starts with an empty folder
+
+
+def test_sockets_live_in_a_private_folder_of_the_runtime_dir(tmp_path: Path, run_dir: Path) -> None:
+    state = StateDir(root=tmp_path / "state", runtime_dir=run_dir)
+    admin = state.new_admin_dir("scale", 3)
+    assert admin.is_relative_to(state.sockets_dir)
+    assert state.sockets_dir == run_dir / f"edgewise-agent-{os.getuid()}"
+    assert (state.sockets_dir.stat().st_mode & 0o777) == 0o700
+    assert not admin.is_relative_to(tmp_path / "state")  # a module start creates no file for them in the state
+    assert state.admin_dir("scale", 3) == admin  # the same folder when asked again (adoption after a restart)
+    other = StateDir(root=tmp_path / "other", runtime_dir=run_dir)
+    assert other.new_admin_dir("scale", 3) != admin  # another state directory, another folder
+    state.delete_module("scale")
+    assert not admin.exists()
+
+
+def test_an_earlier_agents_socket_folder_is_found_and_cleaned(tmp_path: Path, run_dir: Path) -> None:
+    state = StateDir(root=tmp_path / "state", runtime_dir=run_dir)
+    earlier = state.module_dir("iris") / "admin-2"  # where agents before the runtime folder put them
+    earlier.mkdir(parents=True)
+    assert state.admin_dir("iris", 2) == earlier  # a module such an agent started is adopted with its sockets
+    assert state.new_admin_dir("iris", 3).is_relative_to(state.sockets_dir)
+    state.clean_admin_dirs("iris", keep={3})
+    assert not earlier.exists()
+
+
+def test_someone_elses_sockets_folder_is_refused(tmp_path: Path, run_dir: Path) -> None:
+    shared = run_dir / f"edgewise-agent-{os.getuid()}"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    state = StateDir(root=tmp_path / "state", runtime_dir=run_dir)
+    with pytest.raises(AgentError, match="private folder"):
+        state.new_admin_dir("iris", 1)
+    with pytest.raises(AgentError, match="private folder"):
+        private_sockets_dir(run_dir)
+
+
+def test_a_runtime_dir_too_deep_for_socket_paths_is_named(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path / "state", runtime_dir=tmp_path.joinpath(*["a-rather-long-folder-name"] * 4))
+    with pytest.raises(AgentError, match="shorter runtime_dir"):
+        state.new_admin_dir("scale", 1)
+
+
+def test_the_default_runtime_dir_follows_the_session(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert default_runtime_dir() == tmp_path
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    expected = Path("/run") if os.geteuid() == 0 and os.access("/run", os.W_OK | os.X_OK) else None
+    assert default_runtime_dir() == (expected or Path(tempfile.gettempdir()))
 
 
 def test_delete_module_removes_everything(tmp_path: Path) -> None:
@@ -155,17 +221,3 @@ def test_delete_module_removes_everything(tmp_path: Path) -> None:
     state.delete_module("iris")
     assert not state.module_dir("iris").exists()
     assert state.load_records() == {}
-
-
-def test_a_deep_state_directory_keeps_sockets_in_a_short_private_folder(tmp_path: Path) -> None:
-    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 4)
-    state = StateDir(root=deep)
-    admin = state.new_admin_dir("scale", 3)
-    assert len(os.fsencode(admin / "grpc.sock")) <= 107
-    assert not admin.is_relative_to(deep)
-    assert (admin.parent.parent.stat().st_mode & 0o777) == 0o700
-    assert state.admin_dir("scale", 3) == admin  # the same folder when asked again (adoption after a restart)
-    state.clean_admin_dirs("scale", keep=[])
-    assert not admin.exists()
-    shallow = StateDir(root=tmp_path / "s")
-    assert shallow.new_admin_dir("scale", 1).is_relative_to(tmp_path / "s")

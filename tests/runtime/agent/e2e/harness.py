@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -77,10 +78,14 @@ class AgentProcess:
         self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # the modules' sockets: a folder of this agent's (a forked module's command line names it, not the state
+        # directory), short enough for socket paths
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="ew-run-"))
 
     @property
     def argv(self) -> list[str]:
-        argv = [AGENT, "--connection-string", self.connection, "--state-dir", str(self.state_dir), *self.flags]
+        argv = [AGENT, "--connection-string", self.connection, "--state-dir", str(self.state_dir)]
+        argv += ["--runtime-dir", str(self.runtime_dir), *self.flags]
         if self.metrics_port is not None:
             argv += ["--metrics-port", str(self.metrics_port)]
         return argv
@@ -162,13 +167,16 @@ class AgentProcess:
 
     def module_roots(self) -> set[int]:
         """Topmost processes that mention the state directory, other than the agent: one per module process tree."""
-        return procs.process_roots(str(self.state_dir), agent_pid=self.pid if self.running else None)
+        return procs.process_roots(
+            str(self.state_dir), str(self.runtime_dir), agent_pid=self.pid if self.running else None
+        )
 
     def cleanup(self, extra_pids: Sequence[int] = ()) -> None:
         """Stop the agent and kill every module process it left running (they outlive the agent by design)."""
         self.stop(timeout=10.0)
-        roots = procs.process_roots(str(self.state_dir), agent_pid=None) | {p for p in extra_pids if procs.alive(p)}
-        procs.kill_trees(roots)
+        roots = procs.process_roots(str(self.state_dir), str(self.runtime_dir), agent_pid=None)
+        procs.kill_trees(roots | {p for p in extra_pids if procs.alive(p)})
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
 
 # ---- manifests -----------------------------------------------------------------------------------------------

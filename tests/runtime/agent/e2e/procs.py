@@ -99,16 +99,17 @@ def descendants(roots: Iterable[int]) -> set[int]:
     return found
 
 
-def mentioning(text: str, *, exclude: Iterable[int] = ()) -> set[int]:
-    """Processes whose command line mentions `text` (e.g. a state directory), minus `exclude`."""
+def mentioning(*texts: str, exclude: Iterable[int] = ()) -> set[int]:
+    """Processes whose command line mentions one of `texts` (e.g. a state directory), minus `exclude`."""
     skip = {os.getpid(), *exclude}
-    return {pid for pid in all_pids() if pid not in skip and any(text in arg for arg in cmdline(pid))}
+    return {pid for pid in all_pids() if pid not in skip and any(t in arg for arg in cmdline(pid) for t in texts)}
 
 
-def process_roots(text: str, *, agent_pid: int | None) -> set[int]:
-    """Topmost processes mentioning `text` other than the agent: one per running module process tree."""
+def process_roots(*texts: str, agent_pid: int | None) -> set[int]:
+    """Topmost processes mentioning one of `texts` (an agent's state directory, its runtime folder) other than
+    the agent: one per running module process tree."""
     exclude = {agent_pid} if agent_pid is not None else set()
-    pids = mentioning(text, exclude=exclude)
+    pids = mentioning(*texts, exclude=exclude)
     return {pid for pid in pids if parent(pid) not in pids}
 
 
