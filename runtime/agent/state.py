@@ -325,8 +325,8 @@ class StateDir:
         return self._sockets
 
     def admin_dir(self, name: str, generation: int) -> Path:
-        """A generation's socket folder. An earlier agent kept it in the module's own folder, where a module it
-        started, adopted after an update, still has its sockets."""
+        """A generation's socket folder. Agents before the runtime folder kept it in the module's own folder:
+        a module such an agent started still has its sockets there when the updated agent adopts it."""
         earlier = self.module_dir(name) / f"admin-{generation}"
         if earlier.is_dir():
             return earlier
