@@ -33,7 +33,7 @@ from edgewise.runtime.agent.metrics import AgentMetrics
 from edgewise.runtime.agent.model import Manifest, RuntimeStatus, TelemetrySettings
 from edgewise.runtime.agent.planner import PlanSettings
 from edgewise.runtime.agent.reconciler import Reconciler, utc
-from edgewise.runtime.agent.state import StateDir, private_sockets_dir
+from edgewise.runtime.agent.state import StateDir
 from edgewise.runtime.agent.supervisor import Supervisor
 from edgewise.runtime.agent.telemetry.collect import ModuleTap, TelemetryCollector
 from edgewise.runtime.agent.telemetry.sender import TelemetrySender
@@ -81,7 +81,7 @@ class Agent:
             roots = (
                 RootDir(path=self.state.modules_dir, writable=True),
                 RootDir(path=self.state.images_dir, writable=False),
-                RootDir(path=private_sockets_dir(settings.runtime_dir), writable=True),
+                RootDir(path=self.state.sockets_dir, writable=True),
             )
             launchers = self._own_launchers = LauncherPool(
                 roots=roots, idle_timeout=settings.launcher_idle, start_slots=settings.start_slots or None

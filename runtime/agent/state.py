@@ -269,8 +269,11 @@ class StateDir:
             self.images_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise AgentError(f"cannot create the state directory {self.root}: {exc}") from None
+        try:
+            object.__setattr__(self, "_sockets", private_sockets_dir(self.runtime_dir))
+        except OSError as exc:
+            raise AgentError(f"cannot create the modules' sockets folder: {exc} (set runtime_dir)") from None
         object.__setattr__(self, "_writer", writer_for(self.root))
-        object.__setattr__(self, "_sockets", sockets_dir(self.runtime_dir))
 
     async def saved(self) -> None:
         """Return once every save queued so far is on disk; raise the first write error since the last wait
@@ -321,7 +324,8 @@ class StateDir:
 
     @property
     def sockets_dir(self) -> Path:
-        """The folder of the modules' sockets (`sockets_dir()` of the runtime folder; a module launcher shows it)."""
+        """The folder of the modules' sockets (`private_sockets_dir()` of the runtime folder, made or checked
+        when the state directory is opened; a module launcher shows it)."""
         return self._sockets
 
     def admin_dir(self, name: str, generation: int) -> Path:
@@ -454,7 +458,6 @@ class StateDir:
                 " give the agent a shorter runtime_dir"
             )
         shutil.rmtree(path, ignore_errors=True)
-        _private_folder(self._sockets)
         path.mkdir(parents=True, mode=0o700)
         return path
 

@@ -193,9 +193,8 @@ def test_someone_elses_sockets_folder_is_refused(tmp_path: Path, run_dir: Path) 
     shared = run_dir / f"edgewise-agent-{os.getuid()}"
     shared.mkdir(mode=0o755)
     shared.chmod(0o755)
-    state = StateDir(root=tmp_path / "state", runtime_dir=run_dir)
     with pytest.raises(AgentError, match="private folder"):
-        state.new_admin_dir("iris", 1)
+        StateDir(root=tmp_path / "state", runtime_dir=run_dir)
     with pytest.raises(AgentError, match="private folder"):
         private_sockets_dir(run_dir)
 
@@ -221,3 +220,10 @@ def test_delete_module_removes_everything(tmp_path: Path) -> None:
     state.delete_module("iris")
     assert not state.module_dir("iris").exists()
     assert state.load_records() == {}
+
+
+def test_a_runtime_dir_that_cannot_hold_folders_is_named(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "run"
+    not_a_folder.write_text("")
+    with pytest.raises(AgentError, match="sockets folder.*set runtime_dir"):
+        StateDir(root=tmp_path / "state", runtime_dir=not_a_folder)
