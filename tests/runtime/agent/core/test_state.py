@@ -225,5 +225,5 @@ def test_delete_module_removes_everything(tmp_path: Path) -> None:
 def test_a_runtime_dir_that_cannot_hold_folders_is_named(tmp_path: Path) -> None:
     not_a_folder = tmp_path / "run"
     not_a_folder.write_text("")
-    with pytest.raises(AgentError, match="sockets folder.*set runtime_dir"):
+    with pytest.raises(AgentError, match=r"sockets folder.*set runtime_dir"):
         StateDir(root=tmp_path / "state", runtime_dir=not_a_folder)
