@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edgewise.runtime.agent.errors import ConfigError
-from edgewise.runtime.agent.signing import load_public_key
+from edgewise.runtime.agent.signing import PublicKey, load_public_key
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _KEYS = {
@@ -47,7 +46,7 @@ class Connection:
     broker_host: str
     broker_port: int
     broker_tls: bool
-    workspace_key: Ed25519PublicKey
+    workspace_key: PublicKey
     workspace_key_text: str
     registry: str | None = None
     registry_username: str | None = None

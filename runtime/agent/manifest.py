@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edgewise.runtime.agent.errors import ManifestError
 from edgewise.runtime.agent.model import (
     SCHEMA_VERSION,
@@ -24,7 +23,7 @@ from edgewise.runtime.agent.model import (
     RestartPolicy,
     TelemetrySettings,
 )
-from edgewise.runtime.agent.signing import verify_document
+from edgewise.runtime.agent.signing import PublicKey, verify_document
 
 MODULE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 IMAGE_BY_DIGEST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?/[a-z0-9]+([._/-][a-z0-9]+)*@sha256:[0-9a-f]{64}$")
@@ -36,7 +35,7 @@ def parse_manifest(
     payload: bytes | Mapping[str, Any],
     *,
     device_id: str,
-    public_key: Ed25519PublicKey,
+    public_key: PublicKey,
     last_version: int | None = None,
 ) -> Manifest:
     """Verify and parse a desired manifest; raise ManifestError with a code for every refusal."""

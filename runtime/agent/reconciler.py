@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edgewise.runtime.agent import health
 from edgewise.runtime.agent.errors import AgentError, ManifestError
 from edgewise.runtime.agent.executor import Executor
@@ -28,6 +27,7 @@ from edgewise.runtime.agent.manifest import parse_manifest
 from edgewise.runtime.agent.metrics import AgentMetrics
 from edgewise.runtime.agent.model import DesiredStatus, DesiredStatusCode, Manifest, RuntimeStatus
 from edgewise.runtime.agent.planner import Observed, PlanSettings, plan
+from edgewise.runtime.agent.signing import PublicKey
 from edgewise.runtime.agent.state import ModuleRecord, StateDir, same_deployment, spec_document
 from edgewise.runtime.agent.supervisor import ModuleProcess, Supervisor
 from edgewise.runtime.agent.telemetry.spool import TelemetrySpool
@@ -54,7 +54,7 @@ class Reconciler:
         supervisor: Supervisor,
         store: ImageStore | None,
         device_id: str,
-        public_key: Ed25519PublicKey,
+        public_key: PublicKey,
         agent_info: Mapping[str, Any],
         reporter: Reporter | None = None,
         spool: TelemetrySpool | None = None,

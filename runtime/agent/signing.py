@@ -2,7 +2,8 @@
 
 The signed bytes are the manifest without its `signature` member, serialised canonically (keys sorted, no
 insignificant whitespace, UTF-8), so any JSON library that re-serialises the same document verifies it.
-Keys travel as the base64 of their 32 raw bytes, optionally prefixed `ed25519:`.
+Keys travel as the base64 of their 32 raw bytes, optionally prefixed `ed25519:`. The agent verifies through
+`ed25519.py` and never imports `cryptography`; only signing (the workspace, tests) does.
 """
 
 from __future__ import annotations
@@ -12,14 +13,44 @@ import binascii
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from edgewise.runtime.agent import ed25519
 from edgewise.runtime.agent.errors import ConfigError, ManifestError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ALGORITHM = "Ed25519"
 _PREFIX = "ed25519:"
+
+
+class PublicKey(Protocol):
+    """An Ed25519 public key: `RawPublicKey`, or `cryptography`'s Ed25519PublicKey."""
+
+    def public_bytes_raw(self) -> bytes: ...
+
+
+class RawPublicKey:
+    """An Ed25519 public key as its 32 raw bytes, checked when made: what an agent verifies manifests with."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        ed25519.check_public_key(raw)
+        self._raw = bytes(raw)
+
+    def public_bytes_raw(self) -> bytes:
+        return self._raw
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RawPublicKey) and other._raw == self._raw
+
+    def __hash__(self) -> int:
+        return hash(self._raw)
+
+    def __repr__(self) -> str:
+        return f"RawPublicKey({_PREFIX}{base64.b64encode(self._raw).decode()})"
 
 
 def canonical_bytes(document: Mapping[str, Any]) -> bytes:
@@ -29,6 +60,8 @@ def canonical_bytes(document: Mapping[str, Any]) -> bytes:
 
 
 def generate_private_key() -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.generate()
 
 
@@ -38,33 +71,40 @@ def private_key_bytes(key: Ed25519PrivateKey) -> bytes:
 
 
 def load_private_key(raw: bytes) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.from_private_bytes(raw)
 
 
-def public_key_text(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
+def _public_raw(key: PublicKey | Ed25519PrivateKey) -> bytes:
+    if hasattr(key, "public_bytes_raw"):
+        return key.public_bytes_raw()
+    return key.public_key().public_bytes_raw()  # a private key: its public half
+
+
+def public_key_text(key: PublicKey | Ed25519PrivateKey) -> str:
     """`ed25519:<base64>`: the form a connection string carries."""
-    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    raw = public.public_bytes_raw()
-    return _PREFIX + base64.b64encode(raw).decode()
+    return _PREFIX + base64.b64encode(_public_raw(key)).decode()
 
 
-def load_public_key(text: str) -> Ed25519PublicKey:
+def load_public_key(text: str) -> RawPublicKey:
     """Parse `ed25519:<base64>` (or bare base64) into a key; a ConfigError says what is wrong."""
     body = text.strip().removeprefix(_PREFIX)
     try:
         raw = base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
         raise ConfigError("WorkspaceKey is not base64: expected 'ed25519:' followed by 44 base64 characters") from None
-    if len(raw) != 32:
-        raise ConfigError(f"WorkspaceKey decodes to {len(raw)} bytes; an Ed25519 public key has 32")
-    return Ed25519PublicKey.from_public_bytes(raw)
+    if len(raw) != ed25519.KEY_BYTES:
+        raise ConfigError(f"WorkspaceKey decodes to {len(raw)} bytes; an Ed25519 public key has {ed25519.KEY_BYTES}")
+    try:
+        return RawPublicKey(raw)
+    except ValueError as exc:
+        raise ConfigError(f"WorkspaceKey is not a usable Ed25519 public key: {exc}") from None
 
 
-def key_id(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
+def key_id(key: PublicKey | Ed25519PrivateKey) -> str:
     """A short fingerprint naming the key in signatures and logs."""
-    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    raw = public.public_bytes_raw()
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return hashlib.sha256(_public_raw(key)).hexdigest()[:16]
 
 
 def sign_document(document: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
@@ -79,7 +119,7 @@ def sign_document(document: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[s
     return signed
 
 
-def verify_document(document: Mapping[str, Any], key: Ed25519PublicKey) -> None:
+def verify_document(document: Mapping[str, Any], key: PublicKey) -> None:
     """Raise ManifestError (`unsigned` or `bad-signature`) unless `document` carries a valid signature by `key`."""
     signature = document.get("signature")
     if signature is None:
@@ -90,8 +130,9 @@ def verify_document(document: Mapping[str, Any], key: Ed25519PublicKey) -> None:
         raise ManifestError("bad-signature", f"signature algorithm {signature.get('algorithm')!r} is not {ALGORITHM}")
     try:
         raw = base64.b64decode(signature["value"], validate=True)
-        key.verify(raw, canonical_bytes(document))
-    except (binascii.Error, ValueError, InvalidSignature):
+    except (binascii.Error, ValueError):
+        raw = b""
+    if not ed25519.verify(key.public_bytes_raw(), raw, canonical_bytes(document)):
         raise ManifestError(
             "bad-signature", f"the manifest's signature does not verify with the workspace key {key_id(key)}"
         ) from None

@@ -30,7 +30,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edgewise.runtime.agent.errors import AgentError, ManifestError
 from edgewise.runtime.agent.manifest import parse_manifest
 from edgewise.runtime.agent.model import (
@@ -42,6 +41,7 @@ from edgewise.runtime.agent.model import (
     RestartPolicy,
     RuntimeStatus,
 )
+from edgewise.runtime.agent.signing import PublicKey
 from edgewise.runtime.agent.slotfile import SlotFile
 from edgewise.runtime.agent.state_writer import StateWriter, writer_for
 
@@ -369,7 +369,7 @@ class StateDir:
         except FileNotFoundError:
             return None
 
-    def load_manifest(self, *, device_id: str, public_key: Ed25519PublicKey) -> Manifest | None:
+    def load_manifest(self, *, device_id: str, public_key: PublicKey) -> Manifest | None:
         """The accepted manifest, verified again; None when there is none or it no longer verifies."""
         payload = self.saved_manifest()  # saves still queued (by an agent stopped in this process) land first
         if payload is None:
