@@ -67,12 +67,12 @@ def _bind(function: Any, restype: Any, *argtypes: Any) -> Any:
 
 @functools.cache
 def _openssl() -> _OpenSSL | None:
-    """libcrypto as `hashlib` loaded it (its symbols are found through `_hashlib`'s own dependencies), when it
-    knows Ed25519."""
+    """libcrypto as `hashlib` loaded it, when it knows Ed25519: its symbols are found through `_hashlib`'s own
+    dependencies, or among the interpreter's when `_hashlib` is built into it."""
     try:
         import _hashlib
 
-        binding = _OpenSSL(ctypes.CDLL(_hashlib.__file__))
+        binding = _OpenSSL(ctypes.CDLL(getattr(_hashlib, "__file__", None)))
     except (ImportError, OSError, AttributeError):
         return None
     return binding if binding.key_accepted(bytes(KEY_BYTES)) else None
