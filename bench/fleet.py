@@ -17,7 +17,10 @@ each device with its own state directory, pulling from the workspace's own `/v2/
    it, as a device that runs modules has one) in the sandbox the report names; `--no-launcher` starts each as
    its own program instead. The modules' sockets go in the agents' runtime folder, a RAM file system as /run
    is on a systemd device; on a machine whose /run is on its disk, a folder in /dev/shm (`--runtime-dir`
-   names another; the report gives its path and file system).
+   names another; the report gives its path and file system). The agents' threads share one CPU, the
+   in-process fleet's default (`--agent-cpus` sets how many; 0 for all): they take turns at the interpreter
+   lock, and spread over both CPUs each hand-over is a cross-CPU wake-up. The launcher and the modules run
+   on every CPU.
    The report splits the CPU time of the timed window: the agents' process, the modules, the workspace
    service with its broker, and the whole machine (other load included).
 2. Ingest: 10 devices' agents (their real spool, sender and link) each send records through the workspace's
@@ -56,6 +59,7 @@ from edgewise.runtime.agent.state import default_runtime_dir
 from edgewise.runtime.agent.telemetry.sender import TelemetrySender
 from edgewise.runtime.agent.telemetry.spool import TelemetrySpool
 from edgewise.simulators import DeviceCredentials, DeviceSettings, FleetObserver, InProcessFleet
+from edgewise.simulators.inprocess import agent_cpus
 
 from _agent_telemetry import record_data
 from _harness import CLOCK_TICKS, cpu_seconds, idle_cores
@@ -139,6 +143,7 @@ def converge(
         "all_devices_s": round(statistics.median(alls), 3) if len(alls) == repeats else None,
         "sandbox": sandbox,
         "module_start": "forked from the module launcher" if settings.launcher else "own program",
+        "agents_threads_cpus": sorted(agent_cpus(settings.agent_cpus) or os.sched_getaffinity(0)),
         "agent_intervals_s": {"reconcile": settings.reconcile_interval, "health": settings.health_interval},
         "runs": runs,
         "targets": {"median_device_s": 1.0, "all_100_s": 10.0},
@@ -328,6 +333,12 @@ def main() -> None:
         help="the agents' runtime folder for the modules' sockets"
         " (default: theirs if it is a RAM file system, else a folder in /dev/shm)",
     )
+    parser.add_argument(
+        "--agent-cpus",
+        type=int,
+        default=DeviceSettings().agent_cpus,
+        help="CPUs the in-process agents' threads share (default %(default)s; 0: all)",
+    )
     opts = parser.parse_args()
     runtime, made = _runtime_dir(opts.runtime_dir)
     try:
@@ -376,6 +387,7 @@ def _run(opts: argparse.Namespace, runtime: Path) -> None:
         restart_cooloff=agent.restart_cooloff,
         stop_grace=agent.stop_grace,
         runtime_dir=runtime,
+        agent_cpus=opts.agent_cpus,
     )
     fleets = [int(n) for n in (opts.fleets or ("5,20" if opts.quick else "10,100")).split(",")]
     records = opts.records or (2_000 if opts.quick else 20_000)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -18,16 +20,25 @@ class LoopThread:
     teardowns to it, and a real device would have a whole executor to itself.
     """
 
-    def __init__(self, *, name: str, workers: int | None = None) -> None:
+    def __init__(self, *, name: str, workers: int | None = None, cpus: frozenset[int] | None = None) -> None:
         self.loop = asyncio.new_event_loop()
+        self._cpus = cpus  # the loop's thread, and the threads it starts, run on these (None: where they may)
         if workers is not None:
             self.loop.set_default_executor(ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name))
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
     def _main(self) -> None:
+        if self._cpus is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, self._cpus)
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
+
+    @property
+    def native_id(self) -> int | None:
+        """The loop thread's id in the kernel (for its CPU affinity, say)."""
+        return self._thread.native_id
 
     def run(self, coroutine: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
         """Run `coroutine` on the loop and return its result (its exception is raised here)."""

@@ -64,6 +64,10 @@ class DeviceSettings:
     launcher_idle: float = 60.0
     start_slots: int = 0  # modules starting at once, per launcher pool (0: two per CPU)
     runtime_dir: Path | None = None  # the agents' runtime folder, for the modules' sockets (None: their default)
+    # In-process fleets: how many CPUs the agents' threads share (0: every CPU the process may use). They hold the
+    # interpreter lock in turn, so more CPUs add no speed, only a cross-CPU wake-up at each hand-over; the
+    # launcher and the modules still run on every CPU.
+    agent_cpus: int = 1
 
     def agent_settings(self, *, state_dir: Path) -> AgentSettings:
         return AgentSettings(

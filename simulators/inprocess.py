@@ -5,7 +5,10 @@ supervisor and telemetry loops; only the interpreter, an event loop thread (one 
 eight: a real device's agent has a loop of its own, and a single loop for a hundred agents would serialise
 the file writes each of them waits for) and the module launcher are shared (one
 launcher forks the modules of every device, as on a gateway hosting many device identities; its sandbox shows
-the fleet's work folder, and each module still sees only its own folders). Image caches are not shared,
+the fleet's work folder, and each module still sees only its own folders). The agents' threads share one CPU
+by default (`DeviceSettings.agent_cpus`): they take turns at the interpreter lock anyway, and on two CPUs each
+hand-over is a cross-CPU wake-up that cost the agents a third more CPU time in `bench/fleet.py`; the launcher
+and the modules run on every CPU (see `edgewise.runtime.agent.cpus`). Image caches are not shared,
 because an agent keeps its images inside its own state folder. Stopping a device is the daemon's
 clean stop (a last report, then "offline"); to take a device off the network use its link proxy.
 """
@@ -40,6 +43,14 @@ def rss_bytes() -> int:
         return int(handle.read().split()[1]) * _PAGE
 
 
+def agent_cpus(count: int) -> frozenset[int] | None:
+    """The last `count` of the CPUs this process may use, for the agents' threads (None: no narrowing)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if count <= 0 or count >= len(allowed):
+        return None
+    return frozenset(allowed[-count:])
+
+
 @dataclass
 class _Member:
     agent: Agent
@@ -55,7 +66,10 @@ class InProcessFleet(Fleet):
         per_loop = math.ceil(len(self.devices) / count)
         # Each link hands its blocking connect and teardown to the default executor; a real device has one
         # of its own, so a shared one gets a few threads per device rather than the usual handful.
-        self.loops = [LoopThread(name=f"fleet-agents-{i}", workers=max(8, 2 * per_loop + 4)) for i in range(count)]
+        cpus = agent_cpus(self.settings.agent_cpus)
+        self.loops = [
+            LoopThread(name=f"fleet-agents-{i}", workers=max(8, 2 * per_loop + 4), cpus=cpus) for i in range(count)
+        ]
         self._loop_of = {d.device_id: self.loops[i % count] for i, d in enumerate(self.devices)}
         self.launchers: LauncherPool | None = None
         if self.settings.launcher:

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgewise.runtime.agent import cpus
 from edgewise.runtime.agent.drivers.base import LaunchSpec, Sandbox
 from edgewise.runtime.agent.drivers.forking import ARGS_FD, ForkSpec, LauncherSpec, RootDir
 from edgewise.runtime.agent.errors import ModuleError
@@ -257,6 +258,7 @@ class LauncherPool:
         self.roots = tuple(roots)
         self.idle_timeout = idle_timeout
         self.slots = StartSlots(size=start_slots or 2 * (os.cpu_count() or 1), hold=slot_hold)
+        self.cpus = cpus.allowed()  # where launchers run, whatever thread starts them (see `cpus.py`)
         self._lock = threading.Lock()
         self._launchers: dict[LauncherSpec, Launcher] = {}
         self._starting: dict[LauncherSpec, concurrent.futures.Future[Launcher]] = {}
@@ -334,7 +336,8 @@ class LauncherPool:
         launcher = Launcher(spec=spec, sandbox=sandbox, on_idle=self._idle)
         began = time.monotonic()
         try:
-            launcher.start()
+            with cpus.for_children(self.cpus):
+                launcher.start()
         except LauncherError as exc:
             log.warning("%s; modules start as their own programs for the next %g s", exc, RETRY_AFTER)
             with self._lock:

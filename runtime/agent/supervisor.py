@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from edgewise.runtime.agent import cpus
 from edgewise.runtime.agent.drivers.base import WRAPPER_COMMANDS, LaunchSpec, Sandbox
 from edgewise.runtime.agent.errors import ModuleError
 from edgewise.runtime.agent.launcher import LaunchedProcess, LauncherError, LauncherPool
@@ -140,6 +141,7 @@ class Supervisor:
         # pid -> (start ticks, process): the program started (or its sandbox's wrapper), or the forked module
         self._children: dict[int, tuple[int, subprocess.Popen[bytes] | LaunchedProcess]] = {}
         self._lock = threading.Lock()
+        self._cpus = cpus.allowed()  # where a module started as its own program runs (see `cpus.py`)
 
     def start_slot(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold while a module starts: with a launcher pool, starts take turns (see `slots.StartSlots`)."""
@@ -168,7 +170,7 @@ class Supervisor:
         """Start the module in its sandbox, in a session of its own, appending its output to its log. Blocking."""
         command = self.sandbox.command(launch)
         started_at = time.time()
-        with self._open_log(launch, started_at) as log:
+        with self._open_log(launch, started_at) as log, cpus.for_children(self._cpus):
             try:
                 process = subprocess.Popen(
                     command.argv,

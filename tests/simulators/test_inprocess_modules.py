@@ -69,6 +69,10 @@ def test_one_launcher_forks_the_modules_of_every_device(
             pids.append(pid)
         if states[ids[0]]["agent"]["sandbox"] == "bubblewrap":  # each in a mount namespace of its own
             assert len({os.readlink(f"/proc/{pid}/ns/mnt") for pid in pids}) == len(pids)
+        everywhere = os.sched_getaffinity(0)
+        if len(everywhere) > 1:  # the agents' threads share one CPU; the launcher and modules run on all
+            assert all(os.sched_getaffinity(loop.native_id or 0) == {max(everywhere)} for loop in fleet.loops)
+            assert all(os.sched_getaffinity(pid) == everywhere for pid in [launcher.pid or 0, *pids])
     assert all(kill_module_processes(fleet.state_dir(d)) == [] for d in ids)
     gone = read_stat(launcher.pid or 0)
     assert gone is None or gone.dead
