@@ -7,7 +7,7 @@ the file writes each of them waits for) and the module launcher are shared (one
 launcher forks the modules of every device, as on a gateway hosting many device identities; its sandbox shows
 the fleet's work folder, and each module still sees only its own folders). The agents' threads share one CPU
 by default (`DeviceSettings.agent_cpus`): they take turns at the interpreter lock anyway, and on two CPUs each
-hand-over is a cross-CPU wake-up that cost the agents a third more CPU time in `bench/fleet.py`; the launcher
+hand-over is a cross-CPU wake-up (the agents took a quarter to a half more CPU time in `bench/fleet.py`); the launcher
 and the modules run on every CPU (see `edgewise.runtime.agent.cpus`). Image caches are not shared,
 because an agent keeps its images inside its own state folder. Stopping a device is the daemon's
 clean stop (a last report, then "offline"); to take a device off the network use its link proxy.
