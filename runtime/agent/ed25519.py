@@ -31,18 +31,23 @@ class _OpenSSL:
         self.verify = _bind(lib.EVP_DigestVerify, ctypes.c_int, vp, text, size, text, size)
         self.clear_errors = _bind(lib.ERR_clear_error, None)
 
-    def key_accepted(self, public: bytes) -> bool:
-        key = self.new_key(_NID_ED25519, None, public, len(public))
+    def _key(self, public: bytes) -> int | None:
+        """A new EVP_PKEY for `public` (free it), or None when the library refuses the bytes."""
+        key: int | None = self.new_key(_NID_ED25519, None, public, len(public))
         if not key:
             self.clear_errors()
-            return False
-        self.free_key(key)
-        return True
+            return None
+        return key
+
+    def key_accepted(self, public: bytes) -> bool:
+        key = self._key(public)
+        if key is not None:
+            self.free_key(key)
+        return key is not None
 
     def valid(self, public: bytes, signature: bytes, message: bytes) -> bool:
-        key = self.new_key(_NID_ED25519, None, public, len(public))
-        if not key:
-            self.clear_errors()
+        key = self._key(public)
+        if key is None:
             return False
         context = self.new_context()
         try:

@@ -135,4 +135,4 @@ def verify_document(document: Mapping[str, Any], key: PublicKey) -> None:
     if not ed25519.verify(key.public_bytes_raw(), raw, canonical_bytes(document)):
         raise ManifestError(
             "bad-signature", f"the manifest's signature does not verify with the workspace key {key_id(key)}"
-        ) from None
+        )

@@ -9,15 +9,13 @@ import sys
 
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from edgewise.runtime.agent import ed25519
 from edgewise.runtime.agent.errors import ConfigError
 from edgewise.runtime.agent.signing import load_public_key, public_key_text
 
 
 def _reference(public: bytes, signature: bytes, message: bytes) -> bool:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     try:
         Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
     except (InvalidSignature, ValueError):
