@@ -5,6 +5,8 @@ subscriber has them decoded.
   message.
 - baseline: the same records, one per QoS 1 message, each publish waiting for its PUBACK (what a plain paho
   loop does); and, for reference, the same with up to 20 publishes in flight.
+
+The subscriber runs in a process of its own, as the workspace would (`_telemetry_subscriber.py`).
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from edgewise.runtime.agent.telemetry.sender import TelemetrySender
 from edgewise.runtime.agent.telemetry.spool import TelemetrySpool
 from paho.mqtt.enums import CallbackAPIVersion
 
+from _telemetry_subscriber import Subscriber
+
 HOST = "127.0.0.1"
 
 
@@ -40,49 +42,6 @@ def record_data(index: int) -> dict[str, Any]:
         "requests": index % 977,
         "errors": index % 13 == 0,
     }
-
-
-class Subscriber:
-    """The service side: counts decoded records (or messages) on one device's telemetry topic."""
-
-    def __init__(self, *, port: int, username: str, password: str, topic: str, batched: bool) -> None:
-        self.count = 0
-        self.seqs: set[int] = set()
-        self.done = threading.Event()
-        self.expected = 0
-        self.last_at = 0.0
-        self._batched = batched
-        self._subscribed = threading.Event()
-        self.client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"bench-sub-{secrets.token_hex(4)}",
-            protocol=paho.MQTTv311,
-        )
-        self.client.username_pw_set(username, password)
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *args: self._subscribed.set()
-        self.client.connect(HOST, port)
-        self.client.loop_start()
-        self.client.subscribe(topic, qos=1)
-        if not self._subscribed.wait(10):
-            raise RuntimeError("the benchmark subscriber could not subscribe")
-
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        if self._batched:
-            payload = message.payload
-            body = json.loads(payload if payload[:1] == b"{" else zlib.decompress(payload))
-            records = body["records"]
-            self.count += len(records)
-            self.seqs.update(r["seq"] for r in records)
-        else:
-            self.count += 1
-        if self.expected and self.count >= self.expected:
-            self.last_at = time.perf_counter()
-            self.done.set()
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def _start_broker(work: Path, mosquitto_port: int) -> BrokerManager:
@@ -121,7 +80,7 @@ def measure_edgewise(broker: BrokerManager, work: Path, records: int, batch: int
         sender = TelemetrySender(
             spool=spool, link=link, topics=topics, device_id=device, batch_max_records=batch
         )
-        started = time.perf_counter()
+        started = time.monotonic()  # the subscriber's clock too
         task = asyncio.create_task(sender.run())
         chunk = 1000
         for first in range(0, records, chunk):
@@ -129,7 +88,7 @@ def measure_edgewise(broker: BrokerManager, work: Path, records: int, batch: int
             spool.append(rows)
             sender.wake()
             await asyncio.sleep(0)
-        appended = time.perf_counter()
+        appended = time.monotonic()
         await asyncio.to_thread(sub.done.wait, 300)
         task.cancel()
         await link.stop()
@@ -137,7 +96,7 @@ def measure_edgewise(broker: BrokerManager, work: Path, records: int, batch: int
         return {
             "records": records,
             "received": sub.count,
-            "distinct_seqs": len(sub.seqs),
+            "distinct_seqs": sub.distinct,
             "batch_max_records": batch,
             "append_seconds": round(appended - started, 3),
             "seconds": round(elapsed, 3),
@@ -170,9 +129,9 @@ def measure_one_per_message(broker: BrokerManager, seconds: float, inflight: int
     client.loop_start()
     sent = 0
     pending: list[Any] = []
-    started = time.perf_counter()
+    started = time.monotonic()  # the subscriber's clock too
     deadline = started + seconds
-    while time.perf_counter() < deadline:
+    while time.monotonic() < deadline:
         info = client.publish(topic, json.dumps({"seq": sent + 1, "data": record_data(sent)}), qos=1)
         sent += 1
         if inflight == 1:
@@ -185,10 +144,10 @@ def measure_one_per_message(broker: BrokerManager, seconds: float, inflight: int
         info.wait_for_publish(10)
     sub.expected = sent
     sub.done.wait(30)
-    elapsed = (sub.last_at or time.perf_counter()) - started
     client.loop_stop()
     client.disconnect()
     sub.close()
+    elapsed = (sub.last_at or time.monotonic()) - started
     return {
         "records": sent,
         "received": sub.count,

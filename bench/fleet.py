@@ -429,7 +429,7 @@ def _run(opts: argparse.Namespace, runtime: Path) -> None:
         finally:
             observer.close()
         ours = ingest(client, work / "ingest", devices=10, records=records)
-        from _agent_telemetry import Subscriber  # the same records to a subscriber that stores nothing
+        from _telemetry_subscriber import Subscriber  # the same records to a subscriber that stores nothing
 
         baseline = _transport_only(
             client,
@@ -487,11 +487,11 @@ def _transport_only(
     async def run() -> None:
         await asyncio.gather(*(_send(text, work, records) for text in connections))
 
-    start = time.perf_counter()
+    start = time.monotonic()  # the subscriber's clock too
     asyncio.run(run())
     sub.done.wait(120)
-    elapsed = (sub.last_at or time.perf_counter()) - start
     sub.close()
+    elapsed = (sub.last_at or time.monotonic()) - start
     return {
         "devices": devices,
         "records": devices * records,
