@@ -12,7 +12,8 @@ A slot is one header line and the content, so `tail -n +2 manifest.a` shows what
     edgewise-slot 1 SEQUENCE LENGTH CRC32     (hexadecimal, fixed width)
 
 Writes to one base path must not run concurrently (the agent's `StateWriter` runs them in order); reads may.
-A `SlotFile` object is meant for one operation: made, read and written, then dropped.
+A `SlotFile` object is made for one operation (read, then written, then dropped), or kept by the only writer of
+its base: after its first read it knows which slot each write takes, and later writes read nothing.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest"  # the slots' base name in the state directory
 RECORDS = "records"
+_RECORDS_KEPT = "records documents"  # the writer keeps the records as last saved under this key
 LEGACY_MANIFEST = "manifest.json"  # read when no slot holds a manifest: an earlier agent's, or one put there by hand
 LEGACY_RECORD = "record.json"  # modules/{name}/record.json of an earlier agent
 _ADMIN = re.compile(r"^admin-(\d+)$")
@@ -352,7 +353,7 @@ class StateDir:
         base, legacy = self.manifest_base, self.root / LEGACY_MANIFEST
 
         def write() -> None:
-            SlotFile(base).write(document)
+            self._slots(base).write(document)
             with contextlib.suppress(FileNotFoundError):
                 legacy.unlink()  # the slots hold a newer one
 
@@ -379,6 +380,7 @@ class StateDir:
         except ManifestError as exc:
             aside = self.root / f"{LEGACY_MANIFEST}.refused"
             aside.write_bytes(payload)
+            self._writer.kept.pop(str(self.manifest_base), None)
             SlotFile(self.manifest_base).remove()
             with contextlib.suppress(FileNotFoundError):
                 (self.root / LEGACY_MANIFEST).unlink()
@@ -416,18 +418,35 @@ class StateDir:
             records[record.name] = record
         return records
 
+    def _slots(self, base: Path) -> SlotFile:
+        """On the writer's thread: the slots behind `base`, read at their first save only (the writer is their
+        only writer, and a `SlotFile` knows which slot its last write took)."""
+        kept = self._writer.kept
+        slots = kept.get(str(base))
+        if not isinstance(slots, SlotFile):
+            slots = kept[str(base)] = SlotFile(base)
+        return slots
+
     def _update_records(self, name: str, document: Mapping[str, Any] | None) -> None:
-        """On the writer's thread: the saved records with `name`'s replaced (or removed, for None), saved again."""
-        slots = SlotFile(self.root / RECORDS)
-        content = slots.read()
-        migrating = content is None
-        documents = _record_documents(self.root, content)
+        """On the writer's thread: the saved records with `name`'s replaced (or removed, for None), saved again.
+
+        The records as last saved are kept with the writer, so a save reads and parses nothing."""
+        slots = self._slots(self.root / RECORDS)
+        kept = self._writer.kept
+        documents = kept.pop(_RECORDS_KEPT, None)
+        migrating = False
+        if not isinstance(documents, dict):
+            content = slots.read()
+            migrating = content is None
+            documents = _record_documents(self.root, content)
         if document is None:
             if documents.pop(name, None) is None and not migrating:
+                kept[_RECORDS_KEPT] = documents
                 return
         else:
             documents[name] = document
         slots.write(json.dumps({"modules": documents}, sort_keys=True).encode() + b"\n")
+        kept[_RECORDS_KEPT] = documents  # only once saved: after a failed save they are read again
         if migrating:  # an earlier agent's record files: the slots hold them all now
             for path in _legacy_records(self.root):
                 with contextlib.suppress(OSError):

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,9 @@ class StateWriter:
         self._draining = False
         self._failure: Exception | None = None  # the first failed operation since a waiter last heard of one
         self._waiters: list[_Waiter] = []
+        # What operations keep from one run to the next (they run one at a time, on a worker): the slot files
+        # already read, so that a save does not read both slots again to learn which one to overwrite.
+        self.kept: dict[str, Any] = {}
 
     def queue(self, key: str, operation: Operation) -> None:
         """Run `operation` after everything queued before it; it replaces an operation still waiting under `key`."""

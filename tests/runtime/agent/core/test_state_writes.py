@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from edgewise.runtime.agent import state_writer
+from edgewise.runtime.agent import slotfile, state_writer
 from edgewise.runtime.agent.model import RuntimeStatus
 from edgewise.runtime.agent.state import ModuleRecord, StateDir, read_record_documents
 from edgewise.runtime.agent.state_writer import writer_for
@@ -102,6 +102,52 @@ def test_a_failed_write_is_raised_once_and_later_saves_still_land(tmp_path: Path
     asyncio.run(run())
     assert on_disk(state, "good")["generation"] == 3
     assert "broken" not in read_record_documents(state.root)
+
+
+def test_saves_after_the_first_read_no_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = StateDir(root=tmp_path)
+    reads: list[str] = []
+    read_slot = slotfile._read_slot
+
+    def counted(path: Path, index: int) -> object:
+        reads.append(path.name)
+        return read_slot(path, index)
+
+    monkeypatch.setattr(slotfile, "_read_slot", counted)
+    state.save_manifest(b'{"version": 1}\n')
+    state.save_record(ModuleRecord(name="iris", generation=1))
+    assert sorted(reads) == ["manifest.a", "manifest.b", "records.a", "records.b"]  # the first saves look
+    reads.clear()
+    for version in range(2, 6):
+        state.save_manifest(b'{"version": %d}\n' % version)
+        state.save_record(ModuleRecord(name="iris", generation=version))
+        state.save_record(ModuleRecord(name=f"m{version}", generation=1))
+    assert reads == []
+    monkeypatch.undo()
+    assert StateDir(root=tmp_path).saved_manifest() == b'{"version": 5}\n'
+    documents = read_record_documents(tmp_path)
+    assert documents["iris"]["generation"] == 5
+    assert sorted(documents) == ["iris", "m2", "m3", "m4", "m5"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".a", ".b")) == [
+        "manifest.a", "manifest.b", "records.a", "records.b"
+    ]
+
+
+def test_after_a_failed_records_save_the_next_one_reads_the_slots_again(tmp_path: Path) -> None:
+    state = StateDir(root=tmp_path)
+    state.save_record(ModuleRecord(name="first", generation=1))  # records.a
+    (tmp_path / "records.b").mkdir()  # the slot the next save takes cannot be written
+
+    async def run() -> None:
+        state.queue_record(ModuleRecord(name="lost", generation=1))
+        with pytest.raises(OSError):
+            await state.saved()
+        (tmp_path / "records.b").rmdir()
+        state.queue_record(ModuleRecord(name="second", generation=1))
+        await state.saved()
+
+    asyncio.run(run())
+    assert sorted(read_record_documents(tmp_path)) == ["first", "second"]  # what the slots held, and the new one
 
 
 def test_a_new_state_dir_on_the_same_folder_reads_what_the_old_one_queued(tmp_path: Path) -> None:
