@@ -106,19 +106,15 @@ def _serve(settings: dict[str, Any]) -> None:
             print(json.dumps({**result, "complete": complete}), flush=True)
 
     def on_message(client: Any, userdata: Any, message: Any) -> None:
+        records: list[dict[str, Any]] = []
         if settings["batched"]:
             payload = message.payload
             records = json.loads(payload if payload[:1] == b"{" else zlib.decompress(payload))["records"]
-            with lock:
-                state["count"] += len(records)
-                state["last_at"] = time.monotonic()
-                seqs.update(r["seq"] for r in records)
-                answer()
-        else:
-            with lock:
-                state["count"] += 1
-                state["last_at"] = time.monotonic()
-                answer()
+        with lock:
+            state["count"] += len(records) if settings["batched"] else 1
+            state["last_at"] = time.monotonic()
+            seqs.update(r["seq"] for r in records)
+            answer()
 
     client = paho.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
