@@ -39,8 +39,8 @@ class RuntimeStatus(enum.StrEnum):
     UNKNOWN = "unknown"  # not yet observed (e.g. just after the agent started)
     BACKOFF = "backoff"  # exited; waiting out the restart cool-off
     RUNNING = "running"
-    STOPPED = "stopped"  # stopped on purpose, or exited and the policy says not to restart
-    FAILED = "failed"  # gave up: restart count exhausted, or it could not be started at all
+    STOPPED = "stopped"  # stopped on purpose, or ended cleanly and the policy says not to restart
+    FAILED = "failed"  # gave up (restart count exhausted), or failed and the policy says not to restart
 
 
 class DesiredStatusCode(enum.IntEnum):

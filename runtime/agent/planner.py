@@ -6,7 +6,8 @@ Rules, per module:
 - its spec changed: the new version is pulled and started (or replaces the running one without a gap),
   unless that version already failed under this manifest version: then the old one keeps running
   (`rollback` in its record) until a newer manifest arrives;
-- it exited, or failed three liveness probes: the restart policy decides restart now, back off, stop or fail;
+- it exited, or failed three liveness probes: the restart policy decides restart now, back off, stop or fail
+  (a module the policy leaves down is `failed` unless it ended with code 0);
 - `failed` or `stopped` by policy: left alone until a newer manifest (or a manual restart);
 - it runs unchanged: left alone; its restart count starts over once it has been stable long enough.
 Every image of a plan is pulled before anything starts, so a slow registry cannot leave half a deployment.
@@ -217,13 +218,14 @@ def _after_exit(
         cooloff_cap=settings.cooloff_cap,
     )
     what = "failed its liveness probes" if unhealthy else _exit_words(exit_code)
+    failure = unhealthy or exit_code != 0
     status = {
         "restart": RuntimeStatus.BACKOFF,
         "backoff": RuntimeStatus.BACKOFF,
-        "stop": RuntimeStatus.STOPPED,
+        # as IoT Edge reports it: a module the policy leaves down is failed unless it ended cleanly
+        "stop": RuntimeStatus.FAILED if failure else RuntimeStatus.STOPPED,
         "fail": RuntimeStatus.FAILED,
     }.get(decision.action, RuntimeStatus.FAILED)
-    failure = unhealthy or exit_code != 0
     steps: list[Command] = []
     if decision.action == "restart":
         if not alive and not already_recorded:

@@ -247,7 +247,9 @@ def test_failed_module_stays_failed_until_a_newer_manifest() -> None:
 @pytest.mark.parametrize(
     ("policy", "exit_code", "status"),
     [
-        (RestartPolicy.NEVER, 1, RuntimeStatus.STOPPED),
+        (RestartPolicy.NEVER, 0, RuntimeStatus.STOPPED),
+        (RestartPolicy.NEVER, 1, RuntimeStatus.FAILED),
+        (RestartPolicy.NEVER, -9, RuntimeStatus.FAILED),
         (RestartPolicy.ON_FAILURE, 0, RuntimeStatus.STOPPED),
         (RestartPolicy.ON_FAILURE, 3, RuntimeStatus.BACKOFF),
         (RestartPolicy.ALWAYS, 0, RuntimeStatus.BACKOFF),
@@ -273,6 +275,13 @@ def test_unhealthy_module_is_stopped_into_backoff() -> None:
     commands = plan(desired=manifest(running), observed=observed(record(running), unhealthy=True), now=NOW)
     assert len(commands) == 1 and isinstance(commands[0], StopModule)
     assert commands[0].status == RuntimeStatus.BACKOFF and commands[0].failure
+
+
+def test_unhealthy_module_under_policy_never_is_stopped_as_failed() -> None:
+    running = spec(restart_policy=RestartPolicy.NEVER)
+    commands = plan(desired=manifest(running), observed=observed(record(running), unhealthy=True), now=NOW)
+    assert len(commands) == 1 and isinstance(commands[0], StopModule)
+    assert commands[0].status == RuntimeStatus.FAILED and "restart policy is never" in commands[0].reason
 
 
 def test_unhealthy_module_past_its_cooloff_is_replaced_by_a_new_process() -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 
@@ -45,21 +48,46 @@ def test_stopped_and_running_again_without_a_sandbox(plain_rig: DeviceRig, image
     assert rig.wait_serving(v1).factor == v1.factor
 
 
-def test_restart_policy_never_leaves_a_killed_module_stopped(plain_rig: DeviceRig, images: ImageFactory) -> None:
+def test_restart_policy_never_leaves_a_killed_module_failed(plain_rig: DeviceRig, images: ImageFactory) -> None:
     rig = plain_rig
     v1 = images.image(1)
     state = rig.deploy(v1, restart_policy="never")
     rig.wait_serving(v1)
     os.kill(module_state(state, MODULE)["pid"], signal.SIGKILL)
     final = rig.observer.wait_reported(
-        lambda s: module_state(s, MODULE).get("runtimeStatus") in ("stopped", "failed"),
+        lambda s: module_state(s, MODULE).get("runtimeStatus") == "failed",
         timeout=30,
-        what="the killed module left stopped",
+        what="the killed module left failed",
     )
     entry = module_state(final, MODULE)
     assert entry["exitCode"] == 128 + signal.SIGKILL
     assert entry["restartCount"] == 0
     wait_for(lambda: try_infer(rig.http_port()) is None, timeout=10, what="nothing serving the port")
+
+
+def test_restart_policy_never_keeps_a_module_that_could_not_start_failed(
+    plain_rig: DeviceRig, images: ImageFactory
+) -> None:
+    """Its port is taken: the report says failed with the cause, at once and for good (no backoff, no restart)."""
+    rig = plain_rig
+    v1 = images.image(1)
+    with socket.create_server(("127.0.0.1", rig.http_port())):
+        version = rig.publish({MODULE: rig.entry(v1, restart_policy="never")})
+
+        def settled(state: Mapping[str, Any]) -> bool:
+            return state.get("lastDesiredVersion") == version and module_state(state, MODULE).get("runtimeStatus") in (
+                "failed",
+                "backoff",
+                "stopped",
+            )
+
+        first = module_state(rig.observer.wait_reported(settled, timeout=30, what="the start to fail"), MODULE)
+        assert first["runtimeStatus"] == "failed", first
+        assert "start failed" in first["statusDescription"] and "restart policy is never" in first["statusDescription"]
+        time.sleep(3.5)  # three reconcile passes of FAST_FLAGS: none may restart it or change its status
+        later = rig.module(MODULE)
+        assert later["runtimeStatus"] == "failed" and later["restartCount"] == 0, later
+        assert later["statusDescription"] == first["statusDescription"]
 
 
 def test_a_deep_state_directory_still_serves(rig_factory: Callable[..., DeviceRig], images: ImageFactory) -> None:
