@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import orjson
-from edgewise.cloud.deployments.records import Deployment, DeploymentReport
+from edgewise.cloud.deployments.records import SETTLED, Deployment, DeploymentReport
 from edgewise.cloud.errors import (
     InvalidInputError,
     WorkspaceError,
@@ -657,12 +657,13 @@ class Client:
         self._request("DELETE", f"deployments/{name}")
 
     def wait_deployment(self, name: str, *, timeout: float | None = None, poll: float = 0.5) -> DeploymentReport:
-        """Poll until every targeted device succeeded, or the deployment failed or rolled back."""
+        """Poll until every targeted device settled (succeeded, failed, or overridden by another deployment), or
+        the deployment rolled back."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             report = self.get_deployment(name)
             counts = report.counts
-            settled = counts.get("succeeded", 0) + counts.get("failed", 0) + counts.get("rolled-back", 0)
+            settled = sum(counts.get(state.value, 0) for state in SETTLED)
             if report.deployment.status == "rolled-back" or (
                 report.deployment.status == "active" and settled >= counts.get("targeted", 0)
             ):

@@ -16,7 +16,10 @@ from rich.table import Table
 app = typer.Typer(help="Deploy images as modules to edge devices, with priorities and staged rollouts.")
 
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="deployment name")]
-_STATE_STYLE = {"succeeded": "green", "failed": "red", "rolled-back": "yellow", "pending": "dim"}
+_STATE_STYLE = {"succeeded": "green", "failed": "red", "rolled-back": "yellow", "pending": "dim", "overridden": "dim"}
+# IoT Hub's four counts always; the states only some deployments have, when a device is in them
+_COUNTS = ("targeted", "applied", "succeeded", "failed")
+_OTHER_COUNTS = ("pending", "overridden", "rolled-back")
 
 
 @app.command("create")
@@ -39,7 +42,9 @@ def create(
     max_failures: Annotated[
         int | None, typer.Option(help="roll every device back once more than this many fail", min=0)
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="wait until every device succeeded or failed")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="wait until every device succeeded, failed or is overridden")
+    ] = False,
     timeout: Annotated[float, typer.Option(help="seconds --wait waits at most")] = 600.0,
     output_format: OutputOption = OutputFormat.TABLE,
 ) -> None:
@@ -150,7 +155,10 @@ def _print_report(report: DeploymentReport) -> None:
             ("status", escape(d.status + (f": {d.reason}" if d.reason else ""))),
             (
                 "devices",
-                ", ".join(f"{k} {counts.get(k, 0)}" for k in ("targeted", "applied", "succeeded", "failed")),
+                ", ".join(
+                    [f"{k} {counts.get(k, 0)}" for k in _COUNTS]
+                    + [f"{k} {counts[k]}" for k in _OTHER_COUNTS if counts.get(k)]
+                ),
             ),
         ],
     )

@@ -24,6 +24,7 @@ class RowChange:
     state: str
     reason: str | None = None
     version: int | None = None  # the first manifest version that carried the deployment; kept once set
+    drop_version: bool = False  # the manifest no longer carries it: the next one that does sets the version
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,16 +58,27 @@ class DevicePlan:
             winner = self.losers.get(deployment.name)
             if winner is not None:
                 reason = f"module {deployment.module} comes from deployment {winner} (higher priority or newer)"
-                changes.append(self._change(deployment, DeviceState.TARGETED, reason=reason))
+                changes.append(self._change(deployment, DeviceState.OVERRIDDEN, reason=reason, drop_version=True))
             elif by_name[deployment.name].version is None:
                 changes.append(self._change(deployment, DeviceState.TARGETED, version=version))
         return changes
 
     def _change(
-        self, deployment: Deployment, state: DeviceState, *, reason: str | None = None, version: int | None = None
+        self,
+        deployment: Deployment,
+        state: DeviceState,
+        *,
+        reason: str | None = None,
+        version: int | None = None,
+        drop_version: bool = False,
     ) -> RowChange:
         return RowChange(
-            deployment=deployment.name, device_id=self.device_id, state=state.value, reason=reason, version=version
+            deployment=deployment.name,
+            device_id=self.device_id,
+            state=state.value,
+            reason=reason,
+            version=version,
+            drop_version=drop_version,
         )
 
 

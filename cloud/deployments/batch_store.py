@@ -33,7 +33,10 @@ _MOVE_ROW = (
         state=sa.bindparam("b_state"),
         reason=sa.bindparam("b_reason", type_=sa.Text),
         updated_at=sa.bindparam("b_at"),
-        version=sa.func.coalesce(deployment_devices.c.version, sa.bindparam("b_version", type_=sa.BigInteger)),
+        version=sa.case(
+            (sa.bindparam("b_drop", type_=sa.Boolean), sa.null()),
+            else_=sa.func.coalesce(deployment_devices.c.version, sa.bindparam("b_version", type_=sa.BigInteger)),
+        ),
     )
 )
 _SET_DESIRED = (
@@ -108,7 +111,7 @@ class ManifestBatch:
             self._conn.execute(_SET_DESIRED, [{"b_device": d, "b_version": v} for d, v in versions.items()])
 
     def move_rows(self, changes: Sequence[RowChange]) -> None:
-        """Apply the changes in order; a row's version, once set, is kept."""
+        """Apply the changes in order; a row's version, once set, is kept until a change drops it."""
         if not changes:
             return
         stamp = now()
@@ -122,6 +125,7 @@ class ManifestBatch:
                     "b_reason": c.reason,
                     "b_at": stamp,
                     "b_version": c.version,
+                    "b_drop": c.drop_version,
                 }
                 for c in changes
             ],

@@ -208,9 +208,10 @@ class DeploymentController:
             self._refresh_one(self.store.get_deployment(name))
             deployment = self.store.get_deployment(name)
             rows = self.store.list_rollouts(deployment=name)
-        counts = {"targeted": len(rows)}
-        for state in DeviceState:
-            counts[state.value] = sum(1 for row in rows if row.state == state.value)
+        # IoT Hub's counts: targeted is every device the deployment targets; applied includes those that then
+        # reported success or failure; the others count the devices in that state
+        counts = {state.value: sum(1 for row in rows if row.state == state.value) for state in DeviceState}
+        counts["targeted"] = len(rows)
         counts["applied"] += counts[DeviceState.SUCCEEDED] + counts[DeviceState.FAILED]
         return DeploymentReport(deployment=deployment, devices=rows, counts=counts)
 
@@ -338,7 +339,7 @@ class DeploymentController:
             return
         if deployment.status != DeploymentStatus.ROLLING_OUT:
             return
-        if all(r.state == DeviceState.SUCCEEDED for r in released):
+        if all(r.state in (DeviceState.SUCCEEDED, DeviceState.OVERRIDDEN) for r in released):
             pending = [r.batch for r in states.values() if r.state == DeviceState.PENDING and r.batch is not None]
             if pending:
                 self._release(deployment, min(pending))

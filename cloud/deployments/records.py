@@ -33,10 +33,16 @@ class DeviceState(enum.StrEnum):
     SUCCEEDED = "succeeded"  # the module runs the deployment's image
     FAILED = "failed"  # the module failed, rolled back, or the manifest was refused
     ROLLED_BACK = "rolled-back"  # the deployment was taken off the device again by an automatic rollback
+    OVERRIDDEN = "overridden"  # released, but a deployment of higher priority (or newer) supplies its module
 
 
-# States in which a device's manifest includes the deployment.
-RELEASED = frozenset({DeviceState.TARGETED, DeviceState.APPLIED, DeviceState.SUCCEEDED, DeviceState.FAILED})
+# States in which the deployment is released to the device: its manifest is computed with it (an overridden
+# one is there to take its module back when the deployment that overrides it goes).
+RELEASED = frozenset(
+    {DeviceState.TARGETED, DeviceState.APPLIED, DeviceState.SUCCEEDED, DeviceState.FAILED, DeviceState.OVERRIDDEN}
+)
+# States in which nothing more happens to the deployment on that device until something changes.
+SETTLED = frozenset({DeviceState.SUCCEEDED, DeviceState.FAILED, DeviceState.ROLLED_BACK, DeviceState.OVERRIDDEN})
 
 
 @dataclass(frozen=True, kw_only=True)

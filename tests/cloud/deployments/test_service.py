@@ -113,11 +113,23 @@ def test_targeting_priorities_late_joiners_retags_and_deletion(
 
         report = client.get_deployment(prod)
         assert {row.device_id for row in report.devices} == {a, b, late}
-        assert report.counts["targeted"] == 3
+        assert report.counts["targeted"] == 3 and report.counts["applied"] == 0
+
+        # b ran base's module before its retag: base stays overridden there, whatever b reports (refreshes included)
+        shadowed = client.get_deployment(base)
+        assert {row.device_id: row.state for row in shadowed.devices} == dict.fromkeys((a, b, late), "overridden")
+        assert all(prod in (row.reason or "") and row.version is None for row in shadowed.devices)
+        assert shadowed.counts["targeted"] == 3 and shadowed.counts["overridden"] == 3
 
         client.delete_deployment(prod)
         after = devices.desired(a)
         assert env_of(after, "scorer") == {} and after.version > first_a.version
+        back = client.get_deployment(base)
+        assert {row.device_id: row.state for row in back.devices} == dict.fromkeys((a, b, late), "targeted")
+        assert {row.device_id: row.version for row in back.devices} == {
+            d: devices.desired(d).version for d in (a, b, late)
+        }
+        assert back.counts["overridden"] == 0
 
         client.delete_deployment(base)
         assert devices.desired(a).modules == {}
@@ -191,6 +203,28 @@ def test_bad_requests_are_refused_with_reasons(service: WorkspaceProcess, image:
         with pytest.raises(ConflictError, match="exists already"):
             client.create_deployment(name, image=image["name"], target="tags.nothing = 'matches'")
         client.delete_deployment(name)
+
+
+def test_a_staged_rollout_overridden_on_every_device_goes_through_its_batches(
+    service: WorkspaceProcess, image: dict[str, Any]
+) -> None:
+    """An overridden device has nothing more to do for the deployment: its batch does not hold the next one back,
+    and waiting for the deployment ends."""
+    devices = Devices(service)
+    site = unique("site")
+    ids = [devices.add(unique(f"s{i}"), site=site) for i in range(3)]
+    top, staged = unique("top"), unique("staged")
+    with service.client() as client:
+        target = f"tags.site = '{site}'"
+        client.create_deployment(top, image=image["name"], target=target, module="scorer", priority=5)
+        client.create_deployment(staged, image=image["name"], target=target, module="scorer", batch_size=1)
+        report = client.wait_deployment(staged, timeout=30, poll=0.2)
+        assert report.deployment.status == "active", report.deployment
+        assert {row.device_id: row.state for row in report.devices} == dict.fromkeys(ids, "overridden")
+        assert sorted(row.batch for row in report.devices) == [1, 2, 3]
+        assert report.counts["targeted"] == 3 and report.counts["overridden"] == 3
+        client.delete_deployment(staged)
+        client.delete_deployment(top)
 
 
 def test_a_removed_device_loses_its_retained_manifest(service: WorkspaceProcess, image: dict[str, Any]) -> None:
