@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import orjson
 from edgewise.cloud.api.deps import PageSize, PageToken, TagQuery, page_json, tag_filters
 from edgewise.cloud.devices import DeviceRegistry
-from edgewise.cloud.errors import ServiceUnavailableError
+from edgewise.cloud.errors import ConflictError, InvalidInputError, ServiceUnavailableError
+from edgewise.cloud.names import WEBSERVICE_HOST_ID
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
@@ -43,6 +44,10 @@ class DeviceTagsBody(BaseModel):
     responses={201: {"content": {"application/json": {}}, "description": '{"device", "connection_string"}'}},
 )
 def add_device(body: AddDeviceBody, devices: DevicesDep) -> Response:
+    if body.id == WEBSERVICE_HOST_ID:
+        raise InvalidInputError(
+            f"device id {WEBSERVICE_HOST_ID!r} is the workspace host that runs web services; pick another"
+        )
     added = devices.add(body.id, tags=body.tags)  # a plain def: waits on the broker's reload in a worker thread
     return Response(
         orjson.dumps(added.to_dict()),
@@ -71,6 +76,11 @@ def tag_device(device_id: str, body: DeviceTagsBody, devices: DevicesDep) -> dic
 
 @router.delete("/devices/{device_id}", status_code=204, summary="Revoke a device's credentials and forget it")
 def remove_device(device_id: str, devices: DevicesDep) -> Response:
+    if device_id == WEBSERVICE_HOST_ID:
+        raise ConflictError(
+            f"device {WEBSERVICE_HOST_ID!r} is the workspace host that runs web services and cannot be removed; "
+            "`edgewise webservice delete NAME` takes a web service off it"
+        )
     devices.remove(device_id)
     return Response(status_code=204)
 

@@ -69,6 +69,8 @@ def create(
         batch_percent=batch_percent,
         max_failures=max_failures,
     )
+    if target is not None and not client.get_deployment(name).counts.get("targeted"):
+        output.note(f"no device matches {target!r} yet; devices that match it later (device add, device tag) get it")
     if wait:
         report = client.wait_deployment(name, timeout=timeout)
         if output_format is OutputFormat.JSON:

@@ -156,9 +156,22 @@ def _state_rows(device: Device) -> list[tuple[str, str, str]]:
     modules = reported.get("modules")
     if isinstance(modules, dict):
         for name, module in sorted(modules.items()):
-            state = module.get("runtimeStatus", "-") if isinstance(module, dict) else json.dumps(module)
-            rows.append((f"module {name}", "", str(state)))
+            rows.append((f"module {name}", "", _module_text(module)))
     return rows
+
+
+def _module_text(module: object) -> str:
+    """A running module's scoring URLs, or why another one is not running."""
+    if not isinstance(module, dict):
+        return json.dumps(module)
+    status = str(module.get("runtimeStatus") or "-")
+    if status != "running":
+        description = module.get("statusDescription")
+        return f"{status}: {description}" if description else status
+    endpoints = module.get("endpoints")
+    urls = endpoints if isinstance(endpoints, dict) else {}
+    labels = (("http", "REST"), ("grpc", "gRPC"))
+    return " · ".join([status, *(f"{label} {urls[key]}" for key, label in labels if urls.get(key))])
 
 
 @app.command("health")

@@ -173,6 +173,16 @@ def test_one_device_and_the_cli(service: WorkspaceProcess, image: dict[str, Any]
     edgewise("deploy", "delete", name, env=service.env)
     assert devices.desired(device).modules == {}
 
+    # a condition no device matches yet is accepted, with a hint; a device added later with those tags gets it
+    site = unique("nowhere")
+    later = unique("later")
+    condition = f"tags.site = '{site}'"
+    early = edgewise("deploy", "create", later, "--image", image["name"], "--target", condition, env=service.env)
+    assert "no device matches" in early.stderr and "device add" in early.stderr
+    joined = devices.add(unique("joined"), site=site)
+    assert devices.desired(joined).modules
+    edgewise("deploy", "delete", later, env=service.env)
+
 
 def test_models_and_images_in_use_cannot_be_deleted(service: WorkspaceProcess, image: dict[str, Any]) -> None:
     devices = Devices(service)

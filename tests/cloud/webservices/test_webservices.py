@@ -120,6 +120,11 @@ def test_create_score_list_show_delete(service: WorkspaceProcess, model_file: Pa
         assert "edgewise-host" in [d["id"] for d in edgewise_json(*command, "--all", env=service.env)]
     listed = edgewise("device", "list", env=service.env)
     assert "edgewise-host" in listed.stderr and "--all" in listed.stderr
+    # nor can a user add it again or remove it: it would take the web services' agent with it
+    for command in (["device", "add", "edgewise-host"], ["device", "remove", "edgewise-host", "-y"]):
+        answer = edgewise(*command, env=service.env, expect=1)
+        assert "workspace host that runs web services" in answer.stderr, answer
+    assert edgewise_json("device", "show", "edgewise-host", env=service.env)["status"] == "online"
     connection = service.data_dir / "webservices" / "connection"
     assert connection.stat().st_mode & 0o777 == 0o600
 
