@@ -686,7 +686,8 @@ class Client:
         limit: int = 100,
     ) -> list[TelemetryRecord]:
         """A device's newest `limit` records, oldest first. `since`/`until`: epoch seconds, an ISO 8601 time, or a
-        duration before now (`10m`, measured by the service's clock); `name`: a record kind or a data key."""
+        duration before now (`10m`, measured by the service's clock); `name`: a record kind or a data key at any
+        depth."""
         params = {"since": since, "until": until, "kind": kind, "module": module, "name": name, "limit": limit}
         answer = self._json("GET", f"devices/{device_id}/telemetry", params=_query(params))
         return [TelemetryRecord.from_dict(record) for record in answer["records"]]

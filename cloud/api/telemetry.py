@@ -25,7 +25,7 @@ def device_telemetry(
     until: TimeQuery = None,
     kind: Annotated[str | None, Query(description="health, scoring, sample or event")] = None,
     module: Annotated[str | None, Query(description="records of this module")] = None,
-    name: Annotated[str | None, Query(description="a record kind, or a key of the records' data")] = None,
+    name: Annotated[str | None, Query(description="a record kind, or a key at any depth of the records' data")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_TELEMETRY_LIMIT)] = 100,
 ) -> dict[str, Any]:
     now = time.time()

@@ -40,16 +40,31 @@ def telemetry(
     if not records:
         output.note(f"no telemetry records of {device_id} match")
         return
-    key = name if name is not None and any(name in record.data for record in records) else None
+    key = name if name is not None and any(_values_of(record.data, name) for record in records) else None
     table = Table()
     for column in ("seq", "time", "kind", "module", key or "data"):
         table.add_column(column, no_wrap=column != "data", justify="right" if column == "seq" else "left")
     for record in records:
-        shown = _compact(record.data.get(key)) if key is not None else _compact(record.data)
+        shown = _compact(_shown_value(record.data, key)) if key is not None else _compact(record.data)
         table.add_row(
             str(record.seq), output.when(record.ts), escape(record.kind), escape(record.module or "-"), escape(shown)
         )
     output.out.print(table)
+
+
+def _values_of(data: Any, key: str) -> list[Any]:
+    """The values of `key` at any depth, in document order (a scoring record has one per model)."""
+    if isinstance(data, dict):
+        found = [data[key]] if key in data else []
+        return found + [v for k, value in data.items() if k != key for v in _values_of(value, key)]
+    if isinstance(data, list):
+        return [v for item in data for v in _values_of(item, key)]
+    return []
+
+
+def _shown_value(data: Any, key: str) -> Any:
+    values = _values_of(data, key)
+    return values[0] if len(values) == 1 else values
 
 
 def _compact(value: Any) -> str:

@@ -19,7 +19,7 @@ from edgewise.cloud.ingest.records import INGEST_KEY, DeviceHealth, InsertResult
 from edgewise.cloud.store.database import Database
 from edgewise.cloud.store.schema import devices, telemetry_records
 from edgewise.cloud.store.values import dumps, loads, now
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
 
 MAX_TELEMETRY_LIMIT = 10000
 FAILING_STATES = ("failed", "backoff")
@@ -116,7 +116,7 @@ class SqlTelemetry:
         limit: int = 100,
     ) -> list[TelemetryRecord]:
         """The newest `limit` matching records of a device, oldest first. `name` matches a record whose kind is
-        `name` or whose data has a key `name` (e.g. `health` or `cpuPercent`)."""
+        `name` or whose data has a key `name` at any depth (e.g. `health`, `cpuPercent`, `requestsPerSecond`)."""
         if not isinstance(limit, int) or not 1 <= limit <= MAX_TELEMETRY_LIMIT:
             raise InvalidInputError(f"limit must be between 1 and {MAX_TELEMETRY_LIMIT}, not {limit!r}")
         t = telemetry_records.c
@@ -172,11 +172,14 @@ class SqlTelemetry:
             raise InvalidInputError(
                 f"bad telemetry name {name!r}: a record kind or data key of 1-128 letters, digits, '.', '_' or '-'"
             )
+        # a key at any depth: scoring figures sit in each model's object (`models[].requestsPerSecond`)
         data = telemetry_records.c.data
         if self._db.dialect == "postgresql":
-            condition: sa.ColumnElement[bool] = sa.cast(data, JSONB).has_key(name)
+            path = sa.cast(sa.literal(f'strict $.**."{name}"'), JSONPATH)
+            condition: sa.ColumnElement[bool] = sa.func.jsonb_path_exists(sa.cast(data, JSONB), path)
             return condition
-        return sa.func.json_type(data, f'$."{name}"').is_not(None)
+        tree = sa.func.json_tree(data).table_valued("key").alias("tree")
+        return sa.exists(sa.select(sa.literal(1)).select_from(tree).where(tree.c.key == name))
 
 
 def _with_counters(

@@ -73,6 +73,8 @@ def test_state_and_telemetry_reach_the_store_once(service: WorkspaceProcess, dev
     assert [r["seq"] for r in edgewise_json("telemetry", device_id, "--limit", "2", env=service.env)] == [6, 7]
     table = edgewise("telemetry", device_id, "--name", "cpuPercent", env=service.env).stdout
     assert "cpuPercent" in table and "55.0" in table
+    rates = edgewise("telemetry", device_id, "--name", "requestsPerSecond", env=service.env).stdout
+    assert "requestsPerSecond" in rates and "4.0" in rates and "scoring" in rates and "health" not in rates
 
     fleet = {d["id"]: d for d in edgewise_json("device", "health", "--tag", "site=berlin", env=service.env)}
     mine = fleet[device_id]

@@ -73,6 +73,8 @@ def test_queries_filter_by_time_kind_module_and_name(store: SqlStore) -> None:
     assert [r.seq for r in store.list_telemetry("cam", limit=2)] == [3, 4]  # the newest, oldest first
     assert [r.seq for r in store.list_telemetry("cam", name="cpuPercent")] == [1, 3]
     assert [r.seq for r in store.list_telemetry("cam", name="scoring")] == [2, 4]
+    assert [r.seq for r in store.list_telemetry("cam", name="requestsPerSecond")] == [2, 4]  # in models[]
+    assert [r.seq for r in store.list_telemetry("cam", name="requestsPerSecond", module="b")] == [4]
     assert store.list_telemetry("cam", name="nothing") == []
     assert store.list_telemetry("cam", kind="health")[0].data["diskFreeBytes"] == 10_000
     with pytest.raises(InvalidInputError, match="telemetry name"):
