@@ -40,12 +40,13 @@ def telemetry(
     if not records:
         output.note(f"no telemetry records of {device_id} match")
         return
-    key = name if name is not None and any(_values_of(record.data, name) for record in records) else None
+    found = [_values_of(record.data, name) for record in records] if name is not None else []
+    key = name if any(found) else None
     table = Table()
     for column in ("seq", "time", "kind", "module", key or "data"):
         table.add_column(column, no_wrap=column != "data", justify="right" if column == "seq" else "left")
-    for record in records:
-        shown = _compact(_shown_value(record.data, key)) if key is not None else _compact(record.data)
+    for index, record in enumerate(records):
+        shown = _compact(_one_or_all(found[index]) if key is not None else record.data)
         table.add_row(
             str(record.seq), output.when(record.ts), escape(record.kind), escape(record.module or "-"), escape(shown)
         )
@@ -62,8 +63,7 @@ def _values_of(data: Any, key: str) -> list[Any]:
     return []
 
 
-def _shown_value(data: Any, key: str) -> Any:
-    values = _values_of(data, key)
+def _one_or_all(values: list[Any]) -> Any:
     return values[0] if len(values) == 1 else values
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 
-from edgewise.runtime.agent import handover
+from edgewise.runtime.agent import handover, restart
 from edgewise.runtime.agent.commands import (
     Command,
     MarkModule,
@@ -30,7 +30,7 @@ from edgewise.runtime.agent.drivers.base import LaunchSpec
 from edgewise.runtime.agent.errors import AgentError, ImageError, RegistryUnavailableError
 from edgewise.runtime.agent.images import ImageStore, UnpackedImage, parse_reference
 from edgewise.runtime.agent.metrics import AgentMetrics
-from edgewise.runtime.agent.model import ModuleSpec, RestartPolicy, RuntimeStatus
+from edgewise.runtime.agent.model import ModuleSpec, RuntimeStatus
 from edgewise.runtime.agent.state import ModuleRecord, Rollback, StateDir, same_deployment, spec_document
 from edgewise.runtime.agent.supervisor import ModuleProcess, Supervisor
 
@@ -260,11 +260,10 @@ class _Run:
             except AgentError as exc:
                 now = self.x._clock()
                 self.count("module_failures", name)
-                # under `never` there is no restart to wait for: the failure is final until a newer manifest
-                never = spec.restart_policy is RestartPolicy.NEVER
+                decision = restart.after_failed_start(spec.restart_policy, exc)
                 self.save(
                     record.with_changes(
-                        status=RuntimeStatus.FAILED if never else RuntimeStatus.BACKOFF,
+                        status=RuntimeStatus.FAILED if decision.action == restart.STOP else RuntimeStatus.BACKOFF,
                         pid=None,
                         start_ticks=None,
                         started_at=None,
@@ -275,7 +274,7 @@ class _Run:
                         last_start=now,
                         last_exit=now,
                         exit_code=None,
-                        description=f"start failed: {exc}" + ("; restart policy is never" if never else ""),
+                        description=decision.reason,
                         rollback=rollback,
                     )
                 )

@@ -18,6 +18,8 @@ BACKOFF = "backoff"  # start it again after `delay` seconds
 STOP = "stop"  # the policy says it stays stopped
 FAIL = "fail"  # restarted too often: give up
 
+_NEVER = "restart policy is never"
+
 
 @dataclass(frozen=True, kw_only=True)
 class RestartDecision:
@@ -50,7 +52,7 @@ def decide_restart(
     """
     how = "failed its health check" if unhealthy else _exit_text(exit_code)
     if policy is RestartPolicy.NEVER:
-        return RestartDecision(action=STOP, delay=0.0, reason=f"{how}; restart policy is never")
+        return RestartDecision(action=STOP, delay=0.0, reason=f"{how}; {_NEVER}")
     failed = unhealthy or exit_code != 0
     if policy is RestartPolicy.ON_FAILURE and not failed:
         return RestartDecision(action=STOP, delay=0.0, reason=f"{how}; restart policy on-failure")
@@ -63,6 +65,15 @@ def decide_restart(
     if remaining > 0:
         return RestartDecision(action=BACKOFF, delay=remaining, reason=f"{how}; restarting after a {wait:g}s cool-off")
     return RestartDecision(action=RESTART, delay=0.0, reason=f"{how}; restart {restart_count + 1} of {max_restarts}")
+
+
+def after_failed_start(policy: RestartPolicy, error: object) -> RestartDecision:
+    """A start that failed is a failure like a non-zero exit: `never` leaves the module down at once; under the
+    other policies it backs off, and the planner times the restart from the record's exit time."""
+    how = f"start failed: {error}"
+    if policy is RestartPolicy.NEVER:
+        return RestartDecision(action=STOP, delay=0.0, reason=f"{how}; {_NEVER}")
+    return RestartDecision(action=BACKOFF, delay=0.0, reason=how)
 
 
 def should_reset_count(*, running_since: float, now: float, stable_after: float = 600.0) -> bool:
